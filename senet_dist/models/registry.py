@@ -1,0 +1,53 @@
+"""One registry for every model variant, in the style of timm's ``@register_model``.
+
+Variants register a factory ``fn(num_classes=..., **kw) -> nn.Module``; callers only ever use
+:func:`create_model` so that the CLI, the trainer and the tests all see the same names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+ModelFactory = Callable[..., nn.Module]
+_REGISTRY: dict[str, ModelFactory] = {}
+
+
+class UnknownModelError(ValueError):
+    """Raised for a model name that is not registered; the message lists the valid names."""
+
+
+def register_model(fn: ModelFactory) -> ModelFactory:
+    """Register ``fn`` under its function name. Duplicate names are a programming error."""
+    name = fn.__name__
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered")
+    _REGISTRY[name] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """Sorted names of every registered model."""
+    _load_variants()
+    return sorted(_REGISTRY)
+
+
+def check_model_name(name: str) -> None:
+    """Raise :class:`UnknownModelError` (listing valid names) unless ``name`` is registered."""
+    _load_variants()
+    if name not in _REGISTRY:
+        raise UnknownModelError(f"unknown model {name!r}; valid names: {', '.join(sorted(_REGISTRY))}")
+
+
+def create_model(name: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+    """Build a registered model: ``create_model("se_resnet50", num_classes=10, stem="imagenet")``."""
+    check_model_name(name)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return _REGISTRY[name](num_classes=num_classes, **kwargs)
+
+
+def _load_variants() -> None:
+    """Import the variant modules so their ``@register_model`` decorators run."""
+    from senet_dist.models import variants  # noqa: F401  (import for side effect)
