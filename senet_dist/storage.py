@@ -1,0 +1,161 @@
+"""Filesystem helpers so every stage can take a local path or an object-store URI (``s3://bucket/prefix``).
+
+Why a wrapper around ``pyarrow.fs.FileSystem.from_uri``: S3-compatible servers (MinIO, Ceph, a test
+server) are reached through ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``, which pyarrow does not read on
+every version; we pass the endpoint, scheme, region and keys to :class:`pyarrow.fs.S3FileSystem`
+explicitly so that the same environment works for boto3, the AWS CLI and this package.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pyarrow.fs as pafs
+
+__all__ = [
+    "copy_tree",
+    "download_dir",
+    "is_local",
+    "is_uri",
+    "join",
+    "list_files",
+    "read_bytes",
+    "resolve_filesystem",
+    "s3_options_from_env",
+    "upload_dir",
+    "write_bytes",
+]
+
+
+def is_uri(location: str | os.PathLike[str]) -> bool:
+    """True for ``scheme://...`` locations (``s3://``, ``file://``, ``gs://``), False for plain paths."""
+    return "://" in str(location)
+
+
+def is_local(location: str | os.PathLike[str]) -> bool:
+    """True when ``location`` resolves to the local filesystem."""
+    return not is_uri(location) or str(location).startswith("file://")
+
+
+def s3_options_from_env() -> dict[str, object]:
+    """S3FileSystem keyword arguments taken from the standard AWS environment variables.
+
+    ``AWS_ENDPOINT_URL_S3`` wins over ``AWS_ENDPOINT_URL`` (the AWS SDK convention). With a custom
+    endpoint the region defaults to ``us-east-1`` so pyarrow never probes AWS to resolve it.
+    """
+    opts: dict[str, object] = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"AWS endpoint URL must look like http(s)://host[:port], got {endpoint!r}")
+        opts["endpoint_override"] = parts.netloc
+        opts["scheme"] = parts.scheme
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region or endpoint:
+        opts["region"] = region or "us-east-1"
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        opts["access_key"], opts["secret_key"] = key, secret
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            opts["session_token"] = os.environ["AWS_SESSION_TOKEN"]
+    return opts
+
+
+def resolve_filesystem(location: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+    """Map a local path or URI to ``(filesystem, path inside it)``.
+
+    Plain paths become absolute local paths. ``s3://bucket/prefix`` without a query string is built from
+    the environment (see :func:`s3_options_from_env`); a URI with a query string
+    (``s3://b/p?endpoint_override=...``) and every other scheme go to ``FileSystem.from_uri`` unchanged.
+    """
+    loc = str(location)
+    if not loc:
+        raise ValueError("empty storage location")
+    if not is_uri(loc):
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(loc))
+    parts = urlsplit(loc)
+    if parts.scheme == "s3" and not parts.query:
+        if not parts.netloc:
+            raise ValueError(f"S3 URI needs a bucket: {loc!r}")
+        path = (parts.netloc + "/" + parts.path.strip("/")).rstrip("/")
+        return pafs.S3FileSystem(**s3_options_from_env()), path  # type: ignore[arg-type]
+    try:
+        fs, path = pafs.FileSystem.from_uri(loc)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"cannot resolve storage location {loc!r}: {exc}") from exc
+    return fs, path.rstrip("/") or path
+
+
+def join(location: str | os.PathLike[str], *parts: str) -> str:
+    """Join path segments onto a local path or URI, keeping a URI's query string at the end."""
+    loc = str(location)
+    segs = [p.strip("/") for p in parts if p and p.strip("/")]
+    if not is_uri(loc):
+        return os.path.join(loc, *segs)
+    u = urlsplit(loc)
+    path = "/".join([u.path.rstrip("/"), *segs]) if segs else u.path
+    return urlunsplit((u.scheme, u.netloc, path, u.query, u.fragment))
+
+
+def list_files(location: str | os.PathLike[str]) -> list[str]:
+    """Sorted relative paths (``/``-separated) of every file under ``location``; ``[]`` if it is absent."""
+    fs, root = resolve_filesystem(location)
+    sel = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+    prefix = root.rstrip("/") + "/"
+    return sorted(
+        info.path[len(prefix):] for info in fs.get_file_info(sel) if info.type == pafs.FileType.File
+    )
+
+
+def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, use_threads: bool = True) -> list[str]:
+    """Copy every file under ``src`` to the same relative path under ``dst`` (any pair of filesystems).
+
+    Returns the copied relative paths. Raises ``FileNotFoundError`` when ``src`` is not a directory, so a
+    typo never silently uploads nothing.
+    """
+    src_fs, src_path = resolve_filesystem(src)
+    dst_fs, dst_path = resolve_filesystem(dst)
+    if src_fs.get_file_info(src_path).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"source directory not found: {src}")
+    files = list_files(src)
+    if not isinstance(dst_fs, pafs.S3FileSystem):  # S3 has no directories; elsewhere parents must exist
+        dst_fs.create_dir(dst_path, recursive=True)
+    pafs.copy_files(
+        src_path,
+        dst_path,
+        source_filesystem=src_fs,
+        destination_filesystem=dst_fs,
+        use_threads=use_threads,
+    )
+    return files
+
+
+def upload_dir(local_dir: str | os.PathLike[str], uri: str) -> list[str]:
+    """Upload a local directory tree (shards, a checkpoint) to ``uri``; returns the relative paths."""
+    return copy_tree(Path(local_dir), uri)
+
+
+def download_dir(uri: str, local_dir: str | os.PathLike[str]) -> list[Path]:
+    """Download the tree under ``uri`` into ``local_dir`` (created); returns the local file paths."""
+    Path(local_dir).mkdir(parents=True, exist_ok=True)
+    return [Path(local_dir) / rel for rel in copy_tree(uri, Path(local_dir))]
+
+
+def write_bytes(location: str | os.PathLike[str], data: bytes) -> None:
+    """Write one small object/file (e.g. a ``LATEST`` marker); a single S3 PUT is atomic."""
+    fs, path = resolve_filesystem(location)
+    parent = path.rsplit("/", 1)[0]
+    if not isinstance(fs, pafs.S3FileSystem) and parent:
+        fs.create_dir(parent, recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write(data)
+
+
+def read_bytes(location: str | os.PathLike[str]) -> bytes:
+    """Read one whole file/object."""
+    fs, path = resolve_filesystem(location)
+    with fs.open_input_stream(path) as inp:
+        return inp.read()
