@@ -1,3 +1,3 @@
 """Import every variant module so its ``@register_model`` decorators run (imported by the registry)."""
 
-from senet_dist.models import resnet  # noqa: F401
+from senet_dist.models import cifar, densenet, res_densenet, resnet  # noqa: F401

