@@ -1,0 +1,113 @@
+"""TrainConfig: loading, overrides and validation errors raised before any worker starts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from senet_dist.train import ConfigError, TrainConfig
+
+
+def test_defaults_validate_and_round_trip() -> None:
+    cfg = TrainConfig().validate()
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    json.dumps(cfg.to_dict())  # JSON-safe: Ray ships it to workers and meta.json stores it
+
+
+def test_overrides_dotted_alias_and_cli_strings() -> None:
+    cfg = TrainConfig().with_overrides(
+        ["epochs=3", "lr=0.05", "optimizer.name=adamw", "patience=null", "channels_last=true", "schedule.warmup_epochs=0.5"]
+    )
+    assert cfg.epochs == 3 and isinstance(cfg.epochs, int)
+    assert cfg.optimizer.lr == 0.05 and cfg.optimizer.name == "adamw"
+    assert cfg.patience is None and cfg.channels_last is True
+    assert cfg.schedule.warmup_epochs == 0.5
+    assert TrainConfig().with_overrides({"optimizer.lr": 0.2}).optimizer.lr == 0.2
+
+
+def test_from_yaml_nested_and_shorthand(tmp_path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(
+        "model: se_resnet_tiny\nepochs: 4\noptimizer: {name: sgd, lr: 1e-2}\nschedule: step\n"
+        "model_kwargs: {width: 8}\n"
+    )
+    cfg = TrainConfig.from_file(p)
+    assert cfg.optimizer.lr == pytest.approx(0.01)  # YAML 1.1 reads 1e-2 as a string; coerced
+    assert cfg.schedule.name == "step" and cfg.model_kwargs == {"width": 8} and cfg.epochs == 4
+
+
+def test_from_json(tmp_path) -> None:
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"model": "se_resnet_tiny", "batch_size": 64, "optimizer.lr": 0.3}))
+    cfg = TrainConfig.from_file(p)
+    assert (cfg.batch_size, cfg.optimizer.lr) == (64, 0.3)
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("learning_rate: 0.1\n", "unknown key 'learning_rate'"),
+        ("optimizer: {lr: 0.1, momentun: 0.9}\n", "unknown key 'optimizer.momentun'"),
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("epochs: [1\n", "cannot parse"),
+    ],
+)
+def test_bad_files_are_rejected(tmp_path, text: str, needle: str) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):
+        TrainConfig.from_file(p)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        TrainConfig.from_file("/nonexistent/config.yaml")
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        ({"model": "se_resnet_9000"}, "unknown model 'se_resnet_9000'; valid names"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"batch_size": 1, "num_workers": 2}, "smaller than num_workers"),
+        ({"batch_size": 9, "num_workers": 2}, "not divisible by num_workers"),
+        ({"optimizer.lr": 0}, "optimizer.lr must be > 0"),
+        ({"optimizer.lr": -1e-3}, "optimizer.lr must be > 0"),
+        ({"optimizer.name": "lamb"}, "optimizer.name must be one of"),
+        ({"schedule.name": "linear"}, "schedule.name must be one of"),
+        ({"precision": "fp8"}, "precision must be one of"),
+        ({"precision": "fp16"}, "fp16 needs use_gpu"),
+        ({"image_size": 16}, "image_size must be >= 32"),
+        ({"keep_best_n": 0}, "keep_best_n must be >= 1"),
+        ({"patience": 0}, "patience must be >= 1"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"fault_kill_rank": 1}, "needs fault_marker"),
+    ],
+)
+def test_validation_errors(overrides: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        TrainConfig().with_overrides(overrides).validate()
+
+
+def test_missing_dataset_dir(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="dataset directory does not exist"):
+        TrainConfig().validate(tmp_path / "nope")
+    TrainConfig().validate(tmp_path)
+
+
+def test_type_errors_name_the_field() -> None:
+    with pytest.raises(ConfigError, match="epochs: expected int"):
+        TrainConfig().with_overrides(["epochs=three"])
+    with pytest.raises(ConfigError, match="epochs: expected an integer"):
+        TrainConfig().with_overrides({"epochs": 2.5})
+    with pytest.raises(ConfigError, match="key=value"):
+        TrainConfig().with_overrides(["epochs"])
+
+
+def test_derived_values() -> None:
+    cfg = TrainConfig(batch_size=128, num_workers=4)
+    assert cfg.per_worker_batch_size == 32
+    assert cfg.resolved_precision(on_gpu=True) == "bf16" and cfg.resolved_precision(on_gpu=False) == "fp32"
+    assert cfg.resolved_channels_last(True) and not cfg.resolved_channels_last(False)
+    assert TrainConfig(precision="bf16").resolved_precision(on_gpu=False) == "bf16"
