@@ -1,0 +1,67 @@
+"""Checkpoint layout: ``checkpoint.pt`` (all state, torch) + ``meta.json`` (small, human/tool readable).
+
+``meta.json`` lets the launcher, the artifact store and ``evaluate`` read the epoch, metrics and model recipe
+without unpickling tensors (and without downloading them when the checkpoint lives on S3).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from senet_dist.models import create_model
+
+CHECKPOINT_FILE = "checkpoint.pt"
+META_FILE = "meta.json"
+
+
+class CheckpointError(ValueError):
+    """The directory is not a senet-dist checkpoint."""
+
+
+def save_checkpoint(directory: str | Path, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Write ``state`` with torch.save and ``meta`` as JSON into ``directory`` (created if missing)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    torch.save(state, d / CHECKPOINT_FILE)
+    (d / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    return d
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / META_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a senet-dist checkpoint (no {META_FILE})")
+    return json.loads(path.read_text())
+
+
+def load_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a senet-dist checkpoint (no {CHECKPOINT_FILE})")
+    # weights_only=False: the state holds plain python config/history next to tensors; we wrote it ourselves.
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def model_from_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the registered model with its saved kwargs and load the weights; returns (model, meta)."""
+    meta = read_meta(directory)
+    state = load_checkpoint(directory, map_location)
+    model = create_model(meta["model"], num_classes=meta["num_classes"], **meta.get("model_kwargs", {}))
+    model.load_state_dict(state["model"])
+    return model, meta
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """Strip DDP / torch.compile wrappers so state_dict keys carry no ``module.``/``_orig_mod.`` prefixes."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model

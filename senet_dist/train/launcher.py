@@ -1,0 +1,163 @@
+"""Driver side: validate the config, start (or join) Ray, run TorchTrainer, summarise the result.
+
+Reusing ``run_name`` with the same ``storage_path`` resumes that run (Ray Train V2 behaviour), so the default
+name is unique per call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from senet_dist.train.checkpoint import META_FILE
+from senet_dist.train.config import ConfigError, TrainConfig
+
+QUIET_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DEDUP_LOGS": "1",
+    "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::UserWarning",
+    "TORCH_CPP_LOG_LEVEL": "ERROR",
+}
+
+
+@dataclass
+class FitResult:
+    run_name: str
+    storage_path: str
+    history: list[dict[str, Any]]  # one dict per completed epoch, 1-based "epoch"
+    best_checkpoint: str | None  # highest val_acc among the kept checkpoints
+    last_checkpoint: str | None
+    checkpoints: list[str]  # every checkpoint Ray kept (best-N by val_acc, plus the latest)
+    error: str | None
+    wall_s: float
+    num_params: int | None
+    epochs_completed: int
+    variant: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)  # last epoch's metrics
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_run_name(variant: str) -> str:
+    return f"{variant}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def ensure_ray(ray_address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Init Ray unless it is already up; returns True when this call started it (so the caller shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    address = ray_address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": dict(QUIET_ENV)}, "log_to_driver": True}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    return True
+
+
+def fit(
+    variant: str,
+    version_dir: str | Path,
+    cfg: TrainConfig,
+    *,
+    storage_path: str | Path,
+    run_name: str | None = None,
+    ray_address: str | None = None,
+) -> FitResult:
+    """Train ``variant`` on a dataset version directory with ``cfg.num_workers`` DDP ranks under Ray Train."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from senet_dist.train.worker import train_func_per_worker
+
+    cfg = cfg.with_overrides({"model": variant}).validate(version_dir)
+    storage = _storage_uri(storage_path)
+    name = run_name or default_run_name(variant)
+    started_ray = ensure_ray(ray_address)
+    start = time.perf_counter()
+    try:
+        trainer = TorchTrainer(
+            train_func_per_worker,
+            train_loop_config={"train": cfg.to_dict(), "version_dir": str(Path(version_dir).resolve())},
+            torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+            scaling_config=ScalingConfig(
+                num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=cfg.resources_per_worker
+            ),
+            run_config=RunConfig(
+                name=name,
+                storage_path=storage,
+                checkpoint_config=CheckpointConfig(
+                    num_to_keep=cfg.keep_best_n,
+                    checkpoint_score_attribute="val_acc",
+                    checkpoint_score_order="max",
+                ),
+                failure_config=FailureConfig(max_failures=cfg.max_failures),
+            ),
+        )
+        try:
+            result = trainer.fit()
+            error = result.error
+        except Exception as exc:  # Ray raises TrainingFailedError when retries are exhausted
+            result, error = None, exc
+        return _summarise(result, error, name, storage, variant, time.perf_counter() - start)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _storage_uri(storage_path: str | Path) -> str:
+    s = str(storage_path)
+    if "://" in s:
+        return s
+    p = Path(s).expanduser().resolve()
+    p.mkdir(parents=True, exist_ok=True)
+    return str(p)
+
+
+def _summarise(result: Any, error: BaseException | None, name: str, storage: str, variant: str, wall: float) -> FitResult:
+    best: list[tuple[Any, dict]] = list(getattr(result, "best_checkpoints", None) or [])
+    best.sort(key=lambda cm: cm[1].get("val_acc", float("-inf")), reverse=True)
+    last = getattr(result, "checkpoint", None)
+    meta = _read_meta(last) if last is not None else {}
+    history = meta.get("history", [])
+    return FitResult(
+        run_name=name,
+        storage_path=storage,
+        history=history,
+        best_checkpoint=best[0][0].path if best else None,
+        last_checkpoint=last.path if last is not None else None,
+        checkpoints=[c.path for c, _ in best],
+        error=None if error is None else f"{type(error).__name__}: {error}",
+        wall_s=wall,
+        num_params=meta.get("num_params"),
+        epochs_completed=int(meta.get("epoch", 0)),
+        variant=variant,
+        metrics=history[-1] if history else {},
+    )
+
+
+def _read_meta(checkpoint: Any) -> dict[str, Any]:
+    """Read meta.json through the checkpoint's own filesystem (works for local dirs and s3://)."""
+    fs = checkpoint.filesystem
+    with fs.open_input_stream(f"{checkpoint.path}/{META_FILE}") as f:
+        return json.loads(f.read().decode())
+
+
+__all__ = ["ConfigError", "FitResult", "default_run_name", "ensure_ray", "fit"]
