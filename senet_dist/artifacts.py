@@ -1,0 +1,265 @@
+"""Append-only Arrow/Parquet tables for datasets, runs, epochs, evaluations and checkpoints.
+
+Each :meth:`ArtifactStore.append` writes ONE new Parquet file ``<root>/<table>/part-<utc>-<uuid>.parquet``
+and never rewrites an existing one, so concurrent flow runs or processes cannot tear a table: a local
+file is written under a dot-prefixed temp name and ``os.replace``-d into place; an object store (S3)
+publishes an object only when its upload completes. Readers ignore ``.``/``_`` prefixed names. A table
+is a plain, hive-less directory of Parquet files, so DuckDB (``read_parquet('<root>/runs/*.parquet')``),
+pandas and polars open it as is. Runs are events: a status change appends a row, and
+:meth:`ArtifactStore.runs_latest` keeps the newest row (``updated_at``) per ``run_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from senet_dist.storage import resolve_filesystem
+
+TS = pa.timestamp("us", tz="UTC")
+RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+PER_CLASS = pa.struct([("class_name", pa.string()), ("precision", pa.float64()), ("recall", pa.float64()),
+                       ("f1", pa.float64()), ("support", pa.int64())])
+
+
+def _f(name: str, typ: pa.DataType, nullable: bool = True) -> pa.Field:
+    return pa.field(name, typ, nullable=nullable)
+
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "datasets": pa.schema([
+        _f("version", pa.string(), False), _f("fingerprint", pa.string(), False), _f("source", pa.string()),
+        _f("uri", pa.string()), _f("classes", pa.list_(pa.string())), _f("num_classes", pa.int64()),
+        _f("train_count", pa.int64()), _f("val_count", pa.int64()), _f("test_count", pa.int64()),
+        _f("num_rejected", pa.int64()), _f("created_at", TS, False)]),
+    "runs": pa.schema([
+        _f("run_id", pa.string(), False), _f("flow_run_id", pa.string()), _f("variant", pa.string()),
+        _f("config_json", pa.string()), _f("dataset_version", pa.string()), _f("dataset_fingerprint", pa.string()),
+        _f("status", pa.string(), False), _f("started_at", TS), _f("ended_at", TS),
+        _f("best_checkpoint_uri", pa.string()), _f("num_params", pa.int64()), _f("epochs_completed", pa.int64()),
+        _f("wall_seconds", pa.float64()), _f("error", pa.string()), _f("updated_at", TS, False)]),
+    "epochs": pa.schema([
+        _f("run_id", pa.string(), False), _f("epoch", pa.int64(), False), _f("train_loss", pa.float64()),
+        _f("train_acc", pa.float64()), _f("val_loss", pa.float64()), _f("val_acc", pa.float64()),
+        _f("lr", pa.float64()), _f("img_per_s", pa.float64()), _f("epoch_seconds", pa.float64()),
+        _f("created_at", TS, False)]),
+    "evaluations": pa.schema([
+        _f("run_id", pa.string(), False), _f("variant", pa.string()), _f("dataset_version", pa.string()),
+        _f("split", pa.string()), _f("accuracy", pa.float64(), False), _f("macro_precision", pa.float64()),
+        _f("macro_recall", pa.float64()), _f("macro_f1", pa.float64()), _f("weighted_precision", pa.float64()),
+        _f("weighted_recall", pa.float64()), _f("weighted_f1", pa.float64()), _f("top_k", pa.int64()),
+        _f("top_k_accuracy", pa.float64()), _f("per_class", pa.list_(PER_CLASS)),
+        _f("confusion_matrix", pa.list_(pa.list_(pa.int64()))), _f("latency_ms_per_image", pa.float64()),
+        _f("img_per_s", pa.float64()), _f("report_json", pa.string()), _f("created_at", TS, False)]),
+    "checkpoints": pa.schema([
+        _f("run_id", pa.string(), False), _f("epoch", pa.int64(), False), _f("uri", pa.string(), False),
+        _f("val_acc", pa.float64()), _f("bytes", pa.int64()), _f("sha256", pa.string()),
+        _f("created_at", TS, False)]),
+}
+TABLES = tuple(SCHEMAS)
+_AUTO_NOW = {"datasets": "created_at", "runs": "updated_at", "epochs": "created_at",
+             "evaluations": "created_at", "checkpoints": "created_at"}
+
+
+class ArtifactStoreError(RuntimeError):
+    """The store's root cannot be written or read (permission, disk full, missing bucket...)."""
+
+
+class SchemaError(ValueError):
+    """A row does not match its table's schema; the message names the table, row and column."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _coerce(table: str, field: pa.Field, i: int, value: Any) -> Any:
+    """Accept ISO strings for timestamps and treat naive datetimes as UTC; reject numbers (unit ambiguity)."""
+    if value is None:
+        if not field.nullable:
+            raise SchemaError(f"table {table!r} row {i}: column {field.name!r} is required (got None)")
+        return None
+    if pa.types.is_timestamp(field.type):
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:
+                pass
+        if not isinstance(value, datetime):
+            raise SchemaError(f"table {table!r} row {i}: column {field.name!r} expects {field.type} "
+                              f"(a datetime or ISO-8601 string), got {value!r} ({type(value).__name__})")
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _column(table: str, field: pa.Field, values: list[Any]) -> pa.Array:
+    values = [_coerce(table, field, i, v) for i, v in enumerate(values)]
+    try:
+        return pa.array(values, type=field.type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        for i, v in enumerate(values):  # find the offending row for the message
+            try:
+                pa.array([v], type=field.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
+                raise SchemaError(f"table {table!r} row {i}: column {field.name!r} expects {field.type}, "
+                                  f"got {v!r} ({type(v).__name__}): {exc}") from None
+        raise
+
+
+def _check_table(name: str) -> pa.Schema:
+    if name not in SCHEMAS:
+        raise ValueError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}")
+    return SCHEMAS[name]
+
+
+def to_table(name: str, rows: Sequence[Mapping[str, Any]] | pa.Table) -> pa.Table:
+    """Validate ``rows`` (dicts or an Arrow table) against table ``name``'s schema and build the Arrow table.
+
+    Missing nullable columns become nulls, the auto column (``created_at``/``updated_at``) defaults to now,
+    unknown columns, missing required values and wrongly typed values raise :class:`SchemaError`.
+    """
+    schema = _check_table(name)
+    if isinstance(rows, pa.Table):
+        rows = rows.to_pylist()
+    if isinstance(rows, Mapping) or not all(isinstance(r, Mapping) for r in rows):
+        raise SchemaError(f"table {name!r}: rows must be a list of dicts or a pyarrow.Table")
+    now, auto = utcnow(), _AUTO_NOW[name]
+    for i, row in enumerate(rows):
+        extra = sorted(set(row) - set(schema.names))
+        if extra:
+            raise SchemaError(f"table {name!r} row {i}: unknown column(s) {extra}; schema has {schema.names}")
+    cols = []
+    for field in schema:
+        values = [r.get(field.name) for r in rows]
+        if field.name == auto:
+            values = [now if v is None else v for v in values]
+        cols.append(_column(name, field, values))
+    if name == "runs":
+        bad = [s for s in cols[schema.get_field_index("status")].to_pylist() if s not in RUN_STATUSES]
+        if bad:
+            raise SchemaError(f"table 'runs': column 'status' must be one of {RUN_STATUSES}, got {bad[0]!r}")
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+class ArtifactStore:
+    """Tables under ``root`` (a local directory or a ``pyarrow.fs`` URI such as ``s3://bucket/prefix``)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = str(root)
+        try:
+            self.fs, self.base = resolve_filesystem(self.root)
+        except (ValueError, OSError) as exc:
+            raise ArtifactStoreError(f"artifact store {self.root!r}: {exc}") from exc
+        self._local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.root!r})"
+
+    def table_path(self, name: str) -> str:
+        _check_table(name)
+        return f"{self.base.rstrip('/')}/{name}"
+
+    def append(self, name: str, rows: Sequence[Mapping[str, Any]] | pa.Table) -> str:
+        """Validate and write ``rows`` as one new Parquet part; returns its path. Empty input is an error."""
+        table = to_table(name, rows)
+        if table.num_rows == 0:
+            raise SchemaError(f"table {name!r}: nothing to append (0 rows)")
+        directory = self.table_path(name)
+        stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
+        final = f"{directory}/part-{stamp}-{uuid.uuid4().hex}.parquet"
+        try:
+            if self._local:
+                self._write_local(table, directory, final)
+            else:
+                if not isinstance(self.fs, pafs.S3FileSystem):
+                    self.fs.create_dir(directory, recursive=True)
+                pq.write_table(table, final, filesystem=self.fs)  # object appears only when complete
+        except OSError as exc:
+            raise ArtifactStoreError(f"artifact store {self.root!r}: cannot append to {name!r}: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+        return final if self._local else f"{self.root.rstrip('/')}/{name}/{final.rsplit('/', 1)[1]}"
+
+    @staticmethod
+    def _write_local(table: pa.Table, directory: str, final: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        tmp = f"{directory}/.{os.path.basename(final)}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                pq.write_table(table, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    def read(self, name: str, filter: pc.Expression | None = None) -> pa.Table:  # noqa: A002
+        """All parts of table ``name`` as one table (empty, with the schema, when nothing was written)."""
+        schema = _check_table(name)
+        path = self.table_path(name)
+        try:
+            if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
+                return schema.empty_table()
+            dataset = ds.dataset(path, schema=schema, format="parquet", filesystem=self.fs,
+                                 ignore_prefixes=[".", "_"])
+            return dataset.to_table(filter=filter)
+        except OSError as exc:
+            raise ArtifactStoreError(f"artifact store {self.root!r}: cannot read {name!r}: {exc}") from exc
+
+    def latest(self, name: str, key: str, value: Any) -> dict[str, Any] | None:
+        """Newest row (by the table's ``created_at``/``updated_at``) whose ``key`` equals ``value``, or None."""
+        rows = self.read(name, filter=pc.field(key) == value)
+        if rows.num_rows == 0:
+            return None
+        idx = pc.indices_nonzero(pc.equal(rows[_AUTO_NOW[name]], pc.max(rows[_AUTO_NOW[name]])))
+        return rows.take([idx[-1].as_py()]).to_pylist()[0]
+
+    def runs_latest(self) -> pa.Table:
+        """The newest event per ``run_id`` (max ``updated_at``), i.e. each run's current state."""
+        runs = self.read("runs")
+        if runs.num_rows == 0:
+            return runs
+        runs = runs.sort_by([("run_id", "ascending"), ("updated_at", "descending")])
+        ids = runs["run_id"].to_pylist()
+        keep = [i for i, rid in enumerate(ids) if i == 0 or ids[i - 1] != rid]
+        return runs.take(keep)
+
+    def update_run(self, run_id: str, **changes: Any) -> dict[str, Any]:
+        """Append a new event for ``run_id``: its latest row with ``changes`` applied (no file is rewritten).
+
+        Safe because one run is written by one flow run at a time; returns the row written.
+        """
+        current = self.latest("runs", "run_id", run_id)
+        if current is None:
+            raise KeyError(f"unknown run_id {run_id!r} in {self!r}")
+        row = {**current, **changes, "run_id": run_id, "updated_at": changes.get("updated_at", utcnow())}
+        self.append("runs", [row])
+        return row
+
+
+def dataset_row(version: str, fingerprint: str, classes: Sequence[str], counts: Mapping[str, int], *,
+                source: str | None = None, uri: str | None = None, num_rejected: int = 0) -> dict[str, Any]:
+    """A ``datasets`` row from a ``dataset.json``'s fields (``counts`` is ``{split: n}``)."""
+    unknown = sorted(set(counts) - {"train", "val", "test"})
+    if unknown:
+        raise SchemaError(f"table 'datasets': unknown split(s) {unknown} in counts")
+    return {"version": version, "fingerprint": fingerprint, "source": source, "uri": uri,
+            "classes": list(classes), "num_classes": len(classes), "num_rejected": num_rejected,
+            **{f"{s}_count": int(counts.get(s, 0)) for s in ("train", "val", "test")}}
+
+
+def to_json(obj: Any) -> str:
+    """Stable JSON for ``config_json``/``report_json`` columns (sorted keys, non-JSON values as str)."""
+    return json.dumps(obj, sort_keys=True, default=str)
