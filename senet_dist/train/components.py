@@ -32,11 +32,16 @@ def build_components(
     device: torch.device,
     steps_per_epoch: int,
     wrap: Callable[[nn.Module], nn.Module] | None = None,
+    core: nn.Module | None = None,
 ) -> Components:
-    """Model (channels_last, then ``wrap`` e.g. Ray's prepare_model, then compile), optimizer, schedule, AMP."""
+    """Model (channels_last, then ``wrap`` e.g. Ray's prepare_model, then compile), optimizer, schedule, AMP.
+
+    ``core`` overrides the registry model (the benchmark passes timm's seresnet50 through the same path).
+    """
     on_gpu = device.type == "cuda"
     channels_last = cfg.resolved_channels_last(on_gpu)
-    core = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
+    if core is None:
+        core = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
     if channels_last:
         core = core.to(memory_format=torch.channels_last)
     model = wrap(core) if wrap is not None else core.to(device)
