@@ -41,7 +41,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         _f("version", pa.string(), False), _f("fingerprint", pa.string(), False), _f("source", pa.string()),
         _f("uri", pa.string()), _f("classes", pa.list_(pa.string())), _f("num_classes", pa.int64()),
         _f("train_count", pa.int64()), _f("val_count", pa.int64()), _f("test_count", pa.int64()),
-        _f("num_rejected", pa.int64()), _f("created_at", TS, False)]),
+        _f("num_rejected", pa.int64()), _f("counts_json", pa.string()), _f("created_at", TS, False)]),
     "runs": pa.schema([
         _f("run_id", pa.string(), False), _f("flow_run_id", pa.string()), _f("variant", pa.string()),
         _f("config_json", pa.string()), _f("dataset_version", pa.string()), _f("dataset_fingerprint", pa.string()),
@@ -117,6 +117,24 @@ def _column(table: str, field: pa.Field, values: list[Any]) -> pa.Array:
         raise
 
 
+def _derive(name: str, row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``datasets`` rows may give ``counts_json`` (dataset.json's ``{split: n}``) and ``classes`` only;
+    fill the per-split count columns and ``num_classes`` from them so SQL engines can query plain ints."""
+    if name != "datasets":
+        return row
+    out = dict(row)
+    if isinstance(out.get("counts_json"), str):
+        try:
+            counts = json.loads(out["counts_json"])
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"table 'datasets': column 'counts_json' is not valid JSON: {exc}") from None
+        for split in ("train", "val", "test"):
+            out.setdefault(f"{split}_count", counts.get(split, 0) if isinstance(counts, dict) else None)
+    if isinstance(out.get("classes"), (list, tuple)):
+        out.setdefault("num_classes", len(out["classes"]))
+    return out
+
+
 def _check_table(name: str) -> pa.Schema:
     if name not in SCHEMAS:
         raise ValueError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}")
@@ -135,6 +153,7 @@ def to_table(name: str, rows: Sequence[Mapping[str, Any]] | pa.Table) -> pa.Tabl
     if isinstance(rows, Mapping) or not all(isinstance(r, Mapping) for r in rows):
         raise SchemaError(f"table {name!r}: rows must be a list of dicts or a pyarrow.Table")
     now, auto = utcnow(), _AUTO_NOW[name]
+    rows = [_derive(name, r) for r in rows]
     for i, row in enumerate(rows):
         extra = sorted(set(row) - set(schema.names))
         if extra:
@@ -220,6 +239,8 @@ class ArtifactStore:
 
     def latest(self, name: str, key: str, value: Any) -> dict[str, Any] | None:
         """Newest row (by the table's ``created_at``/``updated_at``) whose ``key`` equals ``value``, or None."""
+        if key not in _check_table(name).names:
+            raise ValueError(f"table {name!r} has no column {key!r}")
         rows = self.read(name, filter=pc.field(key) == value)
         if rows.num_rows == 0:
             return None
@@ -257,6 +278,7 @@ def dataset_row(version: str, fingerprint: str, classes: Sequence[str], counts: 
         raise SchemaError(f"table 'datasets': unknown split(s) {unknown} in counts")
     return {"version": version, "fingerprint": fingerprint, "source": source, "uri": uri,
             "classes": list(classes), "num_classes": len(classes), "num_rejected": num_rejected,
+            "counts_json": to_json(dict(counts)),
             **{f"{s}_count": int(counts.get(s, 0)) for s in ("train", "val", "test")}}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -130,6 +131,8 @@ def test_runs_latest_is_newest_event_per_run(tmp_path: Path) -> None:
     latest = {r["run_id"]: r for r in store.runs_latest().to_pylist()}
     assert latest["b"]["status"] == "failed" and latest["b"]["error"] == "OOM"
     assert store.read("runs").num_rows == 5  # nothing rewritten
+    with pytest.raises(ValueError, match="no column .runid."):
+        store.latest("runs", "runid", "b")
     with pytest.raises(KeyError, match="nope"):
         store.update_run("nope", status="failed")
 
@@ -140,8 +143,16 @@ def test_dataset_row_helper(tmp_path: Path) -> None:
                                           source="/data/img")])
     (got,) = store.read("datasets").to_pylist()
     assert (got["num_classes"], got["train_count"], got["val_count"], got["test_count"]) == (2, 8, 0, 2)
+    assert json.loads(got["counts_json"]) == {"train": 8, "test": 2}
     with pytest.raises(SchemaError, match="holdout"):
         dataset_row("v", "f", ["a"], {"holdout": 1})
+    # dataset.json style: counts as JSON only -> the int columns are derived
+    store.append("datasets", [{"version": "v0002-def", "fingerprint": "def", "classes": ["a", "b", "c"],
+                               "counts_json": json.dumps({"train": 5, "val": 1, "test": 1})}])
+    row = store.latest("datasets", "version", "v0002-def")
+    assert (row["num_classes"], row["train_count"], row["val_count"], row["test_count"]) == (3, 5, 1, 1)
+    with pytest.raises(SchemaError, match="counts_json.*not valid JSON"):
+        store.append("datasets", [{"version": "v", "fingerprint": "f", "counts_json": "{train: 1"}])
 
 
 def test_concurrent_appends_from_processes_never_tear(tmp_path: Path) -> None:
