@@ -1,0 +1,77 @@
+"""Content fingerprint of a source tree: the identity of a dataset version.
+
+sha256 over sorted (relative path, content sha256, label) plus the split and encode configs. File hashing runs in
+threads (hashlib releases the GIL) and can reuse a small JSON cache keyed by (size, mtime_ns), which makes the
+data-change trigger cheap on an unchanged tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .images import sha256_file
+from .source import SourceTree
+
+
+def _load_cache(path: Path | None, root: Path) -> dict[str, list]:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data.get("files", {}) if data.get("root") == str(root) else {}
+
+
+def _save_cache(path: Path, root: Path, files: dict[str, list]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".hash-cache-", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump({"root": str(root), "files": files}, f)
+    os.replace(tmp, path)
+
+
+def hash_files(tree: SourceTree, *, threads: int = 8, cache_path: Path | None = None) -> dict[str, str]:
+    """sha256 of every source file's content, keyed by relative path."""
+    cache = _load_cache(cache_path, tree.root)
+    fresh: dict[str, list] = {}
+    todo: list[tuple[str, int, int]] = []
+    digests: dict[str, str] = {}
+    for f in tree.files:
+        st = (tree.root / f.rel).stat()
+        hit = cache.get(f.rel)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            digests[f.rel] = hit[2]
+            fresh[f.rel] = hit
+        else:
+            todo.append((f.rel, st.st_size, st.st_mtime_ns))
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for (rel, size, mtime), digest in zip(todo, pool.map(lambda t: sha256_file(tree.root / t[0]), todo)):
+            digests[rel] = digest
+            fresh[rel] = [size, mtime, digest]
+    if cache_path is not None and (todo or len(fresh) != len(cache)):
+        _save_cache(cache_path, tree.root, fresh)
+    return digests
+
+
+def save_hash_cache(tree: SourceTree, digests: dict[str, str], cache_path: Path) -> None:
+    """Record already-computed hashes (used when OUT did not exist while hashing)."""
+    files = {}
+    for f in tree.files:
+        st = (tree.root / f.rel).stat()
+        files[f.rel] = [st.st_size, st.st_mtime_ns, digests[f.rel]]
+    _save_cache(cache_path, tree.root, files)
+
+
+def compute_fingerprint(tree: SourceTree, digests: dict[str, str], config: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    for f in sorted(tree.files, key=lambda f: f.rel):
+        h.update(f"{f.rel}\0{digests[f.rel]}\0{f.label}\n".encode())
+    h.update(json.dumps({"classes": tree.classes, "mode": tree.mode, **config}, sort_keys=True).encode())
+    return h.hexdigest()

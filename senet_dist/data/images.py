@@ -1,0 +1,151 @@
+"""Validate, decode and re-encode one source image.
+
+Runs inside worker processes, so everything here is a pure function of (file, config) and never raises for bad
+input: a bad file becomes a ``Rejected`` with a reason, which the sharder quarantines instead of crashing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+_ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "WEBP"})
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must be rejected, not silently padded with grey
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """How images are stored in the shards (part of the dataset fingerprint)."""
+
+    resize_shorter: int | None = 256  # None keeps the original size
+    image_format: str = "jpg"  # "jpg" or "png"
+    jpeg_quality: int = 90
+    max_pixels: int = 64_000_000  # decompression-bomb guard, checked from the header before decoding
+
+    def __post_init__(self) -> None:
+        if self.image_format not in ("jpg", "png"):
+            raise ValueError(f"image_format must be 'jpg' or 'png', got {self.image_format!r}")
+        if self.resize_shorter is not None and self.resize_shorter < 1:
+            raise ValueError("resize_shorter must be a positive int or None")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError("jpeg_quality must be in 1..100")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A successfully processed image: the bytes to store plus manifest facts."""
+
+    data: bytes
+    ext: str  # "jpg" | "png"
+    sha256: str  # of the *source* file content
+    src_bytes: int
+    width: int  # source size after EXIF transpose
+    height: int
+    stored_width: int
+    stored_height: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+    sha256: str = ""
+    src_bytes: int = 0
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _to_storable_mode(img: Image.Image) -> Image.Image:
+    """Normalise any PIL mode to L (grayscale) or RGB; transparency is composited onto white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        return Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode in ("1", "L"):
+        return img.convert("L")
+    if img.mode == "P" and "transparency" not in img.info and img.palette is not None:
+        return img.convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "P", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGB
+
+
+def _resized(img: Image.Image, shorter: int | None) -> Image.Image:
+    if shorter is None or min(img.size) <= shorter:
+        return img  # never upscale
+    w, h = img.size
+    scale = shorter / min(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+def _encode(img: Image.Image, cfg: EncodeConfig) -> bytes:
+    buf = io.BytesIO()
+    if cfg.image_format == "jpg":
+        img.save(buf, "JPEG", quality=cfg.jpeg_quality, optimize=False)
+    else:
+        img.save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _can_pass_through(img: Image.Image, fmt: str, cfg: EncodeConfig) -> bool:
+    """Keep the original bytes when re-encoding would change nothing but add loss."""
+    target = "JPEG" if cfg.image_format == "jpg" else "PNG"
+    orientation = img.getexif().get(0x0112, 1)
+    return fmt == target and img.mode in ("L", "RGB") and orientation == 1 and cfg.resize_shorter is None
+
+
+def process_image(path: Path, cfg: EncodeConfig) -> Encoded | Rejected:
+    """Validate and re-encode ``path``; any problem becomes a ``Rejected`` with a human-readable reason."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        return Rejected(f"unreadable: {exc.strerror or exc}")
+    digest = hashlib.sha256(raw).hexdigest()
+    if not raw:
+        return Rejected("empty file (0 bytes)", digest, 0)
+    try:
+        return _decode_and_encode(raw, digest, cfg)
+    except UnidentifiedImageError:
+        return Rejected("not an image (unidentified format)", digest, len(raw))
+    except Image.DecompressionBombError as exc:
+        return Rejected(f"decompression bomb: {exc}", digest, len(raw))
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as exc:
+        return Rejected(f"corrupt or truncated: {type(exc).__name__}: {exc}", digest, len(raw))
+
+
+def _decode_and_encode(raw: bytes, digest: str, cfg: EncodeConfig) -> Encoded | Rejected:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PIL's own bomb warning; we enforce our limit explicitly
+        img = Image.open(io.BytesIO(raw))
+    fmt = img.format or "?"
+    if fmt not in _ACCEPTED_FORMATS:
+        return Rejected(f"unsupported image format {fmt}", digest, len(raw))
+    w, h = img.size
+    if w < 1 or h < 1:
+        return Rejected(f"invalid size {w}x{h}", digest, len(raw))
+    if w * h > cfg.max_pixels:  # header only: nothing decoded yet
+        return Rejected(f"decompression bomb: {w}x{h} exceeds max_pixels={cfg.max_pixels}", digest, len(raw))
+    if fmt == "JPEG" and cfg.resize_shorter is not None and min(w, h) > cfg.resize_shorter:
+        img.draft(img.mode, (cfg.resize_shorter * w // min(w, h), cfg.resize_shorter * h // min(w, h)))
+    img.load()  # full decode: raises for truncated/corrupt data
+    if _can_pass_through(img, fmt, cfg):
+        return Encoded(raw, cfg.image_format, digest, len(raw), w, h, w, h)
+    img = ImageOps.exif_transpose(img)
+    full_w, full_h = (h, w) if img.size[0] != img.size[1] and (img.size[0] < img.size[1]) != (w < h) else (w, h)
+    out = _resized(_to_storable_mode(img), cfg.resize_shorter)
+    return Encoded(_encode(out, cfg), cfg.image_format, digest, len(raw), full_w, full_h, *out.size)

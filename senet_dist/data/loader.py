@@ -1,0 +1,152 @@
+"""Per-rank batch loader over a dataset version's WebDataset shards.
+
+Training: every rank yields exactly ``len(loader)`` batches (steps = train samples // (world * batch)), cycling its
+shards as needed, so no rank blocks DDP's all-reduce (webdataset issue #188). Evaluation: ranks together visit every
+sample exactly once; ranks may yield *different* batch counts, so callers must not all-reduce per eval step (sum
+metrics locally and all-reduce once at the end).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader
+
+from .gpu_decode import decode_batch, resolve_device
+from .manifest import DatasetInfo
+from .source import SPLITS, DatasetError
+from .stream import ShardStream, Slot, eval_slot_size
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, Normalizer, PILDecoder, TensorCollate, build_transform
+from .transforms import bytes_collate, eval_resize, raw_bytes
+
+
+@dataclass
+class LoaderConfig:
+    batch_size: int = 64  # per rank
+    image_size: int = 224
+    num_workers: int = 2  # DataLoader worker processes per rank (0: read in the training process)
+    gpu_decode: bool = False  # ship encoded bytes, decode + augment on `decode_device`
+    decode_device: str | None = None  # None -> "cuda"
+    gpu_fallback: str = "cpu"  # without CUDA: "cpu" decodes the byte batches on the CPU, "error" raises
+    seed: int = 0
+    shuffle_buffer: int = 1000  # samples per loader worker
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    hflip: bool = True
+    eval_crop_ratio: float = 0.875
+    draft: bool = True  # let libjpeg decode large JPEGs at reduced scale (CPU path)
+    steps_per_epoch: int | None = None  # override the manifest-derived training steps
+    pin_memory: bool | None = None  # None -> torch.cuda.is_available()
+    persistent_workers: bool = False
+    prefetch_factor: int = 2
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.image_size < 1 or self.num_workers < 0:
+            raise ValueError("batch_size and image_size must be >= 1 and num_workers >= 0")
+        if self.gpu_fallback not in ("cpu", "error"):
+            raise ValueError("gpu_fallback must be 'cpu' or 'error'")
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # N loader processes x M torch threads would oversubscribe the cores
+
+
+class Loader:
+    """Iterable of batches with a known length; ``set_epoch`` (or each new iteration) reshuffles."""
+
+    def __init__(self, stream: ShardStream, cfg: LoaderConfig, num_batches: int, train: bool, return_keys: bool) -> None:
+        self.stream, self.cfg, self.train, self.return_keys = stream, cfg, train, return_keys
+        self.num_batches = num_batches
+        self.epoch, self._iterations = stream.epoch, 0
+        self.device = resolve_device(cfg.decode_device, cfg.gpu_fallback) if cfg.gpu_decode else None
+        self.normalizer = Normalizer(cfg.mean, cfg.std)
+        self._persistent: DataLoader | None = None
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self._iterations = epoch, 0
+        self._persistent = None  # persistent workers hold a copy of the old epoch
+
+    def _dataloader(self) -> DataLoader:
+        cfg = self.cfg
+        workers = cfg.num_workers
+        pin = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
+        kwargs: dict[str, Any] = {}
+        if workers > 0:
+            kwargs = dict(prefetch_factor=cfg.prefetch_factor, persistent_workers=cfg.persistent_workers,
+                          worker_init_fn=_worker_init)
+        return DataLoader(self.stream, batch_size=None, num_workers=workers, pin_memory=pin, **kwargs)
+
+    def __iter__(self) -> Iterator[tuple]:
+        if self.cfg.persistent_workers and self.cfg.num_workers > 0:
+            # workers keep their dataset copy: the epoch advances only via set_epoch (recreates them)
+            self.stream.epoch = self.epoch
+            self._persistent = self._persistent or self._dataloader()
+            loader = self._persistent
+        else:
+            self.stream.epoch = self.epoch + self._iterations
+            self._iterations += 1
+            loader = self._dataloader()
+        n = 0
+        for batch in loader:
+            n += 1
+            yield self._finish(batch) if self.device is not None else batch
+        if self.train and n != self.num_batches:
+            raise RuntimeError(f"loader yielded {n} batches, expected {self.num_batches}")
+
+    def _finish(self, batch: tuple) -> tuple:
+        datas, labels, keys = batch
+        cfg = self.cfg
+        images = decode_batch(datas, train=self.train, image_size=cfg.image_size, device=self.device,
+                              normalizer=self.normalizer, scale=cfg.crop_scale, hflip=cfg.hflip,
+                              crop_ratio=cfg.eval_crop_ratio)
+        labels = labels.to(self.device, non_blocking=True)
+        return (images, labels, keys) if self.return_keys else (images, labels)
+
+
+def _train_steps(info: DatasetInfo, split: str, cfg: LoaderConfig, world: int) -> int:
+    if cfg.steps_per_epoch is not None:
+        return cfg.steps_per_epoch
+    return max(1, info.counts[split] // (world * cfg.batch_size))
+
+
+def make_loader(version_dir: str | os.PathLike, split: str, cfg: LoaderConfig | None = None, *, rank: int = 0,
+                world_size: int = 1, epoch: int = 0, train: bool | None = None, return_keys: bool = False) -> Loader:
+    """Batches of (images float32 NCHW normalised, labels int64[, keys]) for ``rank`` of ``world_size``."""
+    cfg = cfg or LoaderConfig()
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+    train = (split == "train") if train is None else train
+    info = DatasetInfo.load(version_dir)
+    shards = [(str(p), info.shard_counts.get(p.name, 0)) for p in info.shards[split]]
+    if train and info.counts[split] == 0:
+        raise DatasetError(f"split {split!r} of {info.version_dir} is empty; cannot train on it")
+    workers = max(1, cfg.num_workers)
+    if train:
+        num_batches = _train_steps(info, split, cfg, world_size)
+    else:
+        sizes = [eval_slot_size(shards, Slot(rank, world_size, w, workers)) for w in range(workers)]
+        num_batches = sum(math.ceil(n / cfg.batch_size) for n in sizes)
+    target = cfg.image_size if train else eval_resize(cfg.image_size, cfg.eval_crop_ratio)
+    if cfg.gpu_decode:
+        decode, collate = raw_bytes, bytes_collate
+    else:
+        transform = build_transform(cfg.image_size, train, scale=cfg.crop_scale, hflip=cfg.hflip,
+                                    crop_ratio=cfg.eval_crop_ratio)
+        decode = PILDecoder(transform, target if cfg.draft else None)
+        collate = TensorCollate(Normalizer(cfg.mean, cfg.std), return_keys)
+    stream = ShardStream(shards, rank=rank, world=world_size, workers=cfg.num_workers, train=train,
+                         batch_size=cfg.batch_size, steps=num_batches, seed=cfg.seed, epoch=epoch,
+                         shuffle_buffer=cfg.shuffle_buffer, decode=decode, collate=collate)
+    return Loader(stream, cfg, num_batches, train, return_keys)
+
+

@@ -1,0 +1,216 @@
+"""ImageFolder tree -> versioned WebDataset shards + Parquet manifest (see docs/architecture.md for the layout).
+
+Flow: scan (no decoding) -> split -> content hashes -> fingerprint -> no-op if LATEST already has it -> encode in a
+process pool -> write shards/tables into a temp dir inside OUT -> rename to ``vNNNN-<fp12>`` -> update LATEST.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from itertools import repeat
+from pathlib import Path
+from typing import Any, Iterator
+
+from .fingerprint import compute_fingerprint, hash_files, save_hash_cache
+from .images import EncodeConfig, Encoded, Rejected, process_image
+from .manifest import (
+    MANIFEST_SCHEMA,
+    REJECTED_SCHEMA,
+    DatasetInfo,
+    latest_version,
+    list_versions,
+    write_json,
+    write_latest,
+    write_table,
+)
+from .source import SPLITS, DatasetError, SourceFile, SourceTree, scan_source
+from .split import SplitConfig, assign_splits
+from .writer import RotatingShardWriter
+
+log = logging.getLogger(__name__)
+HASH_CACHE_NAME = ".hash-cache.json"
+
+
+@dataclass
+class ShardConfig:
+    """Everything that shapes a dataset version; all but num_procs/progress/hash_cache enter the fingerprint."""
+
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/val/test, stratified per class
+    seed: int = 0
+    split_mode: str = "auto"  # auto: use train/ + test/ (+ val/) folders when present; random; predefined
+    resize_shorter: int | None = 256  # store images with this shorter side (None: original size)
+    image_format: str = "jpg"  # "jpg" (GPU-decodable) or "png"
+    jpeg_quality: int = 90
+    max_pixels: int = 64_000_000  # larger images are quarantined as decompression bombs
+    max_count: int = 10_000  # samples per shard
+    max_bytes: int = 256 * 1024**2  # bytes per shard
+    num_procs: int | None = None  # encoding processes; None -> min(cpu_count, 8); <=1 encodes in-process
+    progress: bool = True
+    hash_cache: bool = True  # reuse content hashes keyed by (size, mtime) in OUT/.hash-cache.json
+
+    def __post_init__(self) -> None:
+        self.fractions = tuple(float(f) for f in self.fractions)  # type: ignore[assignment]
+        self.split_config()  # validates fractions early
+        self.encode_config()
+        if self.max_count < 1 or self.max_bytes < 1:
+            raise DatasetError("max_count and max_bytes must be positive")
+
+    def split_config(self) -> SplitConfig:
+        return SplitConfig(self.fractions, self.seed)  # type: ignore[arg-type]
+
+    def encode_config(self) -> EncodeConfig:
+        return EncodeConfig(self.resize_shorter, self.image_format, self.jpeg_quality, self.max_pixels)
+
+    def fingerprint_config(self) -> dict[str, Any]:
+        return {
+            "split": {"fractions": list(self.fractions), "seed": self.seed, "split_mode": self.split_mode},
+            "encode": asdict(self.encode_config()),
+            "layout": {"max_count": self.max_count, "max_bytes": self.max_bytes},
+        }
+
+    def procs(self) -> int:
+        return self.num_procs if self.num_procs is not None else min(os.cpu_count() or 1, 8)
+
+
+@dataclass
+class ShardResult:
+    version_dir: Path
+    fingerprint: str
+    changed: bool
+    counts: dict[str, int]
+    num_rejected: int
+    num_ignored: int = 0
+    shards: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        state = "new version" if self.changed else "unchanged"
+        return f"{state}: {self.version_dir.name} counts={self.counts} rejected={self.num_rejected}"
+
+
+def _prepare(src: str | os.PathLike, cfg: ShardConfig, cache_path: Path | None) -> tuple[SourceTree, dict[str, str], str]:
+    tree = scan_source(src, cfg.split_mode)
+    assign_splits(tree.files, cfg.split_config(), tree.mode)  # raises for classes too small to split
+    digests = hash_files(tree, threads=max(2, cfg.procs()), cache_path=cache_path)
+    return tree, digests, compute_fingerprint(tree, digests, cfg.fingerprint_config())
+
+
+def fingerprint_source(src: str | os.PathLike, cfg: ShardConfig | None = None, *, cache_path: Path | None = None) -> str:
+    """The fingerprint ``shard_dataset(src, out, cfg)`` would record, without decoding or writing shards."""
+    return _prepare(src, cfg or ShardConfig(), cache_path)[2]
+
+
+def _key(rel: str) -> str:
+    # no dots or slashes: WebDataset splits key/extension at the first dot of the basename
+    return "s" + hashlib.sha1(rel.encode("utf-8")).hexdigest()[:24]
+
+
+def _ordered_work(tree: SourceTree, assigned: dict[str, str], seed: int) -> list[tuple[str, SourceFile]]:
+    """Samples per split in a seeded shuffled order, so every shard mixes classes."""
+    work = []
+    for split in SPLITS:
+        members = [f for f in tree.files if assigned[f.rel] == split]
+        random.Random(f"{seed}:{split}").shuffle(members)
+        work.extend((split, f) for f in members)
+    return work
+
+
+def _encoded(tree: SourceTree, work: list[tuple[str, SourceFile]], cfg: ShardConfig) -> Iterator[Encoded | Rejected]:
+    paths = [tree.root / f.rel for _, f in work]
+    enc = cfg.encode_config()
+    if cfg.procs() <= 1 or len(paths) < 64:
+        yield from map(process_image, paths, repeat(enc))
+        return
+    with ProcessPoolExecutor(max_workers=cfg.procs()) as pool:
+        yield from pool.map(process_image, paths, repeat(enc), chunksize=16)
+
+
+def _progress(enabled: bool, total: int):
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import Progress
+
+    return Progress(transient=True)
+
+
+def _write_version(tree: SourceTree, digests: dict[str, str], fp: str, cfg: ShardConfig, build: Path) -> dict[str, Any]:
+    assigned = assign_splits(tree.files, cfg.split_config(), tree.mode)
+    work = _ordered_work(tree, assigned, cfg.seed)
+    writers = {s: RotatingShardWriter(build, s, cfg.max_count, cfg.max_bytes) for s in SPLITS}
+    rows, rejected = [], []
+    with _progress(cfg.progress, len(work)) as bar:
+        task = bar.add_task("encoding images", total=len(work)) if bar else None
+        for (split, f), res in zip(work, _encoded(tree, work, cfg)):
+            if isinstance(res, Rejected):
+                rejected.append({"path": f.rel, "class_name": f.class_name, "reason": res.reason, "bytes": res.src_bytes, "sha256": res.sha256})
+            else:
+                key = _key(f.rel)
+                shard = writers[split].write(key, res.ext, res.data, f.label)
+                rows.append({"key": key, "path": f.rel, "class_name": f.class_name, "label": f.label, "split": split,
+                             "shard": shard, "bytes": res.src_bytes, "sha256": res.sha256, "width": res.width,
+                             "height": res.height, "stored_bytes": len(res.data), "stored_width": res.stored_width,
+                             "stored_height": res.stored_height})
+            if bar:
+                bar.advance(task)
+    for w in writers.values():
+        w.close()
+    if len({r["key"] for r in rows}) != len(rows):
+        raise DatasetError("internal error: duplicate sample keys")
+    counts = {s: writers[s].total for s in SPLITS}
+    if counts["train"] == 0:
+        raise DatasetError(f"no usable training images in {tree.root}: all {len(rejected)} candidates were rejected")
+    if rejected:
+        log.warning("quarantined %d bad image(s) into rejected.parquet (e.g. %s: %s)", len(rejected), rejected[0]["path"], rejected[0]["reason"])
+    write_table(rows, MANIFEST_SCHEMA, build / "manifest.parquet")
+    write_table(rejected, REJECTED_SCHEMA, build / "rejected.parquet")
+    class_counts = {s: {c: 0 for c in tree.classes} for s in SPLITS}
+    for r in rows:
+        class_counts[r["split"]][r["class_name"]] += 1
+    return {
+        "fingerprint": fp, "classes": tree.classes, "counts": counts, "class_counts": class_counts,
+        "shards": {s: writers[s].names for s in SPLITS},
+        "shard_counts": {n: c for w in writers.values() for n, c in w.counts.items()},
+        "num_rejected": len(rejected), "num_ignored": len(tree.ignored), "source": str(tree.root),
+        "split_mode": tree.mode, **cfg.fingerprint_config(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "schema": 1,
+    }
+
+
+def shard_dataset(src: str | os.PathLike, out: str | os.PathLike, cfg: ShardConfig | None = None) -> ShardResult:
+    """Write a new dataset version under ``out`` unless LATEST already holds this exact content + config."""
+    cfg = cfg or ShardConfig()
+    out = Path(out).expanduser().resolve()
+    tree, digests, fp = _prepare(src, cfg, out / HASH_CACHE_NAME if cfg.hash_cache and out.is_dir() else None)
+    current = latest_version(out)
+    if current is not None:
+        info = DatasetInfo.load(current)
+        if info.fingerprint == fp:
+            log.info("unchanged: %s already holds fingerprint %s", current.name, fp[:12])
+            return ShardResult(current, fp, False, info.counts, info.num_rejected, len(tree.ignored),
+                               {s: [p.name for p in ps] for s, ps in info.shards.items()})
+    out.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(dir=out, prefix=".tmp-build-"))
+    try:
+        meta = _write_version(tree, digests, fp, cfg, build)
+        existing = list_versions(out)
+        number = 1 + max((int(p.name[1:].split("-")[0]) for p in existing), default=0)
+        version = f"v{number:04d}-{fp[:12]}"
+        meta["version"] = version
+        write_json(meta, build / "dataset.json")
+        os.rename(build, out / version)  # atomic publish: fails rather than overwrite an existing version
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    write_latest(out, version)
+    if cfg.hash_cache and not (out / HASH_CACHE_NAME).exists():
+        save_hash_cache(tree, digests, out / HASH_CACHE_NAME)
+    return ShardResult(out / version, fp, True, meta["counts"], meta["num_rejected"], len(tree.ignored), meta["shards"])

@@ -1,0 +1,74 @@
+"""CPU decode + augmentation (torchvision transforms v2) and batch collation for the loader."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Callable, Sequence
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def eval_resize(image_size: int, crop_ratio: float = 0.875) -> int:
+    return int(image_size / crop_ratio)
+
+
+def build_transform(image_size: int, train: bool, *, scale: tuple[float, float] = (0.08, 1.0), hflip: bool = True,
+                    crop_ratio: float = 0.875) -> v2.Compose:
+    """PIL RGB image -> uint8 CHW tensor of image_size x image_size (normalisation happens per batch)."""
+    if train:
+        ops: list[Any] = [v2.RandomResizedCrop(image_size, scale=scale, antialias=True)]
+        if hflip:
+            ops.append(v2.RandomHorizontalFlip())
+    else:
+        ops = [v2.Resize(eval_resize(image_size, crop_ratio), antialias=True), v2.CenterCrop(image_size)]
+    return v2.Compose([*ops, v2.PILToTensor()])
+
+
+class PILDecoder:
+    """Bytes -> RGB PIL image -> transform. ``draft`` lets libjpeg decode big JPEGs at a reduced scale."""
+
+    def __init__(self, transform: Callable[[Image.Image], torch.Tensor], draft_size: int | None) -> None:
+        self.transform, self.draft_size = transform, draft_size
+
+    def __call__(self, data: bytes, sample: dict[str, Any] | None = None) -> torch.Tensor:
+        img = Image.open(io.BytesIO(data))
+        if self.draft_size and img.format == "JPEG":
+            img.draft("RGB", (self.draft_size, self.draft_size))
+        return self.transform(img.convert("RGB"))  # grayscale/CMYK/palette -> 3 channels
+
+
+def raw_bytes(data: bytes, sample: dict[str, Any] | None = None) -> torch.Tensor:
+    """GPU path: keep the encoded bytes; decoding happens on the device."""
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+class Normalizer:
+    """uint8 NCHW -> float32 normalised, vectorised over the batch."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        mean, std = self.mean.to(batch.device), self.std.to(batch.device)
+        return (batch.float() - mean) / std
+
+
+class TensorCollate:
+    def __init__(self, normalizer: Normalizer, return_keys: bool) -> None:
+        self.normalizer, self.return_keys = normalizer, return_keys
+
+    def __call__(self, items: list[torch.Tensor], labels: list[int], keys: list[str]) -> tuple:
+        images = self.normalizer(torch.stack(items))
+        out = (images, torch.tensor(labels, dtype=torch.int64))
+        return (*out, keys) if self.return_keys else out
+
+
+def bytes_collate(items: list[torch.Tensor], labels: list[int], keys: list[str]) -> tuple:
+    """GPU path batch: (list of encoded uint8 tensors, labels, keys); the Loader decodes it on the device."""
+    return items, torch.tensor(labels, dtype=torch.int64), keys

@@ -1,0 +1,156 @@
+"""shard_dataset: layout, manifest, fingerprint, no-op reruns, new versions, bad trees."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from senet_dist.data import DatasetError, DatasetInfo, ShardConfig, fingerprint_source, latest_version, shard_dataset
+
+from .conftest import make_tree, write_image
+
+CFG = dict(progress=False, num_procs=1)
+
+
+def test_layout_manifest_and_dataset_json(small_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = shard_dataset(small_tree, out, ShardConfig(max_count=5, resize_shorter=20, **CFG))
+    assert res.changed and res.version_dir.name == f"v0001-{res.fingerprint[:12]}"
+    assert (out / "LATEST").read_text().strip() == res.version_dir.name
+    assert latest_version(out) == res.version_dir
+    assert sum(res.counts.values()) == 22 and res.num_rejected == 0
+    assert all(res.counts[s] >= 2 for s in ("val", "test"))
+    manifest = pq.read_table(res.version_dir / "manifest.parquet")
+    assert manifest.column_names[:10] == ["key", "path", "class_name", "label", "split", "shard", "bytes", "sha256",
+                                          "width", "height"]
+    rows = manifest.to_pylist()
+    assert len({r["key"] for r in rows}) == 22 and not any("." in r["key"] for r in rows)
+    assert {r["class_name"]: r["label"] for r in rows} == {"cats": 0, "dogs ü": 1}
+    assert all(r["path"].startswith(("cats/", "dogs ü/")) and (r["width"], r["height"]) == (40, 30) for r in rows)
+    assert all(min(r["stored_width"], r["stored_height"]) == 20 for r in rows)
+    info = DatasetInfo.load(res.version_dir)
+    assert info.classes == ["cats", "dogs ü"] and info.num_classes == 2 and info.counts == res.counts
+    assert len(info.shards["train"]) == -(-res.counts["train"] // 5) and all(p.is_file() for p in info.shards["train"])
+    # every manifest row is in the shard it names, as {key}.jpg + {key}.cls
+    for split, paths in info.shards.items():
+        for p in paths:
+            with tarfile.open(p) as tf:
+                names = set(tf.getnames())
+            for r in (r for r in rows if r["shard"] == p.name):
+                assert {f"{r['key']}.jpg", f"{r['key']}.cls"} <= names and r["split"] == split
+    meta = json.loads((res.version_dir / "dataset.json").read_text())
+    assert meta["fingerprint"] == res.fingerprint and meta["version"] == res.version_dir.name
+    assert pq.read_table(res.version_dir / "rejected.parquet").num_rows == 0
+
+
+def test_split_is_stratified_and_seeded(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a": 30, "b": 20})
+    cfg = ShardConfig(fractions=(0.6, 0.2, 0.2), **CFG)
+    r1 = shard_dataset(src, tmp_path / "o1", cfg)
+    r2 = shard_dataset(src, tmp_path / "o2", cfg)
+    m1, m2 = (DatasetInfo.load(r.version_dir).manifest().to_pylist() for r in (r1, r2))
+    assert {(r["path"], r["split"]) for r in m1} == {(r["path"], r["split"]) for r in m2}
+    per = {(r["class_name"], r["split"]): 0 for r in m1}
+    for r in m1:
+        per[(r["class_name"], r["split"])] += 1
+    assert per == {("a", "train"): 18, ("a", "val"): 6, ("a", "test"): 6, ("b", "train"): 12, ("b", "val"): 4, ("b", "test"): 4}
+    r3 = shard_dataset(src, tmp_path / "o3", ShardConfig(fractions=(0.6, 0.2, 0.2), seed=1, **CFG))
+    m3 = DatasetInfo.load(r3.version_dir).manifest().to_pylist()
+    assert {(r["path"], r["split"]) for r in m3} != {(r["path"], r["split"]) for r in m1}
+
+
+def test_rerun_is_noop_and_change_makes_new_version(small_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cfg = ShardConfig(**CFG)
+    first = shard_dataset(small_tree, out, cfg)
+    assert fingerprint_source(small_tree, cfg) == first.fingerprint
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    again = shard_dataset(small_tree, out, cfg)
+    assert not again.changed and again.version_dir == first.version_dir
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # wrote nothing
+    v1_files = {p.name: p.read_bytes() for p in first.version_dir.iterdir()}
+    write_image(small_tree / "cats" / "img 000.jpg", seed=999)  # content change, same path
+    assert fingerprint_source(small_tree, cfg) != first.fingerprint
+    second = shard_dataset(small_tree, out, cfg)
+    assert second.changed and second.version_dir.name.startswith("v0002-")
+    assert latest_version(out) == second.version_dir
+    assert {p.name: p.read_bytes() for p in first.version_dir.iterdir()} == v1_files
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_config_change_changes_fingerprint(small_tree: Path) -> None:
+    base = fingerprint_source(small_tree, ShardConfig(**CFG))
+    assert fingerprint_source(small_tree, ShardConfig(resize_shorter=128, **CFG)) != base
+    assert fingerprint_source(small_tree, ShardConfig(seed=3, **CFG)) != base
+    assert fingerprint_source(small_tree, ShardConfig(num_procs=2, progress=True)) == base
+
+
+def test_crash_mid_write_leaves_no_version(small_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import senet_dist.data.shard as shard_mod
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(shard_mod, "write_json", boom)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="disk full"):
+        shard_dataset(small_tree, out, ShardConfig(**CFG))
+    assert latest_version(out) is None and not (out / "LATEST").exists()
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".hash")] == []
+
+
+def test_shard_like_class_names_and_predefined_split(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src / "train", {"train-000000.tar": 10, "b": 10})
+    make_tree(src / "test", {"train-000000.tar": 3, "b": 2})
+    res = shard_dataset(src, tmp_path / "out", ShardConfig(**CFG))
+    info = DatasetInfo.load(res.version_dir)
+    assert info.classes == ["b", "train-000000.tar"] and info.raw["split_mode"] == "predefined"
+    rows = info.manifest().to_pylist()
+    assert {r["path"] for r in rows if r["split"] == "test"} == {r["path"] for r in rows if r["path"].startswith("test/")}
+    assert info.counts["test"] == 5 and info.counts["val"] == 2 and info.counts["train"] == 18
+    with pytest.raises(DatasetError, match="no images"):  # opting out treats train/ and test/ as (empty) classes
+        shard_dataset(src, tmp_path / "out2", ShardConfig(split_mode="random", **CFG))
+
+
+@pytest.mark.parametrize(
+    ("setup", "match"),
+    [
+        (lambda s: None, "does not exist"),
+        (lambda s: s.mkdir(), "no class folders"),
+        (lambda s: (make_tree(s, {"a": 5}), (s / "empty").mkdir()), "no images.*empty"),
+        (lambda s: make_tree(s, {"a": 5, "b": 2}), "class 'b' has 2"),
+    ],
+)
+def test_bad_trees_raise_before_writing(tmp_path: Path, setup, match: str) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    setup(src)
+    with pytest.raises(DatasetError, match=match):
+        shard_dataset(src, out, ShardConfig(**CFG))
+    assert not out.exists()
+
+
+def test_bad_fractions() -> None:
+    with pytest.raises(ValueError, match="sum to 1"):
+        ShardConfig(fractions=(0.8, 0.1, 0.2))
+
+
+def test_stray_files_are_ignored(small_tree: Path, tmp_path: Path) -> None:
+    (small_tree / "top.jpg").write_bytes(b"x")
+    (small_tree / "cats" / "notes.txt").write_text("hi")
+    write_image(small_tree / "cats" / "nested" / "deep.jpg")
+    res = shard_dataset(small_tree, tmp_path / "out", ShardConfig(**CFG))
+    assert res.num_ignored == 3 and sum(res.counts.values()) == 22 and res.num_rejected == 0
+
+
+def test_parallel_encoding_matches_serial(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a": 40, "b": 40})
+    serial = shard_dataset(src, tmp_path / "o1", ShardConfig(progress=False, num_procs=1))
+    parallel = shard_dataset(src, tmp_path / "o2", ShardConfig(progress=False, num_procs=2))
+    assert serial.fingerprint == parallel.fingerprint
+    for a, b in zip(sorted(serial.version_dir.glob("*.tar")), sorted(parallel.version_dir.glob("*.tar"))):
+        assert a.read_bytes() == b.read_bytes()
