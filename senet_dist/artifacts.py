@@ -203,7 +203,10 @@ class ArtifactStore:
             else:
                 if not isinstance(self.fs, pafs.S3FileSystem):
                     self.fs.create_dir(directory, recursive=True)
-                pq.write_table(table, final, filesystem=self.fs)  # object appears only when complete
+                buf = pa.BufferOutputStream()  # serialise first: the upload is then one write + close,
+                pq.write_table(table, buf)  # and the object appears only when that upload completes
+                with self.fs.open_output_stream(final) as out:
+                    out.write(buf.getvalue())
         except OSError as exc:
             raise ArtifactStoreError(f"artifact store {self.root!r}: cannot append to {name!r}: "
                                      f"{type(exc).__name__}: {exc}") from exc

@@ -74,11 +74,11 @@ def _wait_healthy(endpoint: str, proc: subprocess.Popen[bytes], timeout: float =
     raise RuntimeError(f"moto_server at {endpoint} not healthy after {timeout:.0f}s")
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """Start ``moto_server`` on a free 127.0.0.1 port for the whole session; stop it afterwards."""
+_SHARED: dict[str, object] = {"server": None, "proc": None, "users": 0}
+
+
+def _start(log: Path) -> tuple[S3Server, subprocess.Popen[bytes]]:
     port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     with open(log, "wb") as fh:
         proc = subprocess.Popen([*_moto_server_cmd(), "-H", "127.0.0.1", "-p", str(port)],
@@ -86,14 +86,38 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server = S3Server(f"http://127.0.0.1:{port}")
     try:
         _wait_healthy(server.endpoint, proc)
-        yield server
+    except BaseException:
+        _stop(proc)
+        raise
+    return server, proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """``moto_server`` on a free 127.0.0.1 port, stopped at the end of the session.
+
+    Every test module that imports this fixture gets its own session-scoped copy from pytest; the
+    reference count makes them share one server process.
+    """
+    if _SHARED["server"] is None:
+        _SHARED["server"], _SHARED["proc"] = _start(tmp_path_factory.mktemp("moto") / "server.log")
+    _SHARED["users"] = int(_SHARED["users"]) + 1  # type: ignore[call-overload]
+    try:
+        yield _SHARED["server"]  # type: ignore[misc]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _SHARED["users"] = int(_SHARED["users"]) - 1  # type: ignore[call-overload]
+        if _SHARED["users"] == 0:
+            _stop(_SHARED["proc"])  # type: ignore[arg-type]
+            _SHARED["server"] = _SHARED["proc"] = None
 
 
 @pytest.fixture
