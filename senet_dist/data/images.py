@@ -121,17 +121,37 @@ def process_image(path: Path, cfg: EncodeConfig) -> Encoded | Rejected:
     try:
         return _decode_and_encode(raw, digest, cfg)
     except UnidentifiedImageError:
-        return Rejected("not an image (unidentified format)", digest, len(raw))
+        kind = _sniff(raw)
+        reason = f"corrupt {kind} header" if kind else "not an image (unidentified format)"
+        return Rejected(reason, digest, len(raw))
     except Image.DecompressionBombError as exc:
         return Rejected(f"decompression bomb: {exc}", digest, len(raw))
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as exc:
         return Rejected(f"corrupt or truncated: {type(exc).__name__}: {exc}", digest, len(raw))
 
 
+def _sniff(raw: bytes) -> str | None:
+    """Name the format from magic bytes, to tell a damaged image from a non-image."""
+    if raw.startswith(b"\xff\xd8"):
+        return "JPEG"
+    if raw.startswith(b"\x89PNG"):
+        return "PNG"
+    if raw.startswith(b"BM"):
+        return "BMP"
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
 def _decode_and_encode(raw: bytes, digest: str, cfg: EncodeConfig) -> Encoded | Rejected:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # PIL's own bomb warning; we enforce our limit explicitly
-        img = Image.open(io.BytesIO(raw))
+    saved = Image.MAX_IMAGE_PIXELS
+    try:  # PIL's own guard would pre-empt ours with a vaguer message; ours runs right after reading the header
+        Image.MAX_IMAGE_PIXELS = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(raw))
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
     fmt = img.format or "?"
     if fmt not in _ACCEPTED_FORMATS:
         return Rejected(f"unsupported image format {fmt}", digest, len(raw))
