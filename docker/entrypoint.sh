@@ -7,6 +7,8 @@
 #   prefect-worker  joins the Ray cluster as a small CPU node (the flow is the Ray driver and needs a local
 #                   raylet), then runs a Prefect process worker polling $PREFECT_WORK_POOL
 #   prefect-deploy  one-shot: create the process work pool if missing, register every deployment in prefect.yaml
+#   ray-driver CMD  join $RAY_ADDRESS as a small CPU node, then exec CMD (a Prefect Kubernetes flow-run pod:
+#                   `senet-entrypoint ray-driver prefect flow-run execute`, see docs/kuberay.md)
 #   anything else   exec'd as is (e.g. `senet-dist train ...`, `prefect server start ...`, `bash`)
 # Extra arguments after a role are passed to the underlying `ray start` / `prefect` command.
 set -euo pipefail
@@ -24,7 +26,7 @@ require() {
 }
 
 role="${1:-}"
-[ -n "$role" ] || die "no command given; roles: ray-head, ray-worker, prefect-worker, prefect-deploy, or a command"
+[ -n "$role" ] || die "no command given; roles: ray-head, ray-worker, prefect-worker, prefect-deploy, ray-driver, or a command"
 
 case "$role" in
   ray-head)
@@ -57,6 +59,15 @@ case "$role" in
       prefect work-pool create "$pool" --type process
     fi
     exec prefect deploy --no-prompt --all "$@"
+    ;;
+  ray-driver)
+    shift
+    require RAY_ADDRESS
+    [ "$#" -gt 0 ] || die "role ray-driver needs a command to run, e.g. prefect flow-run execute"
+    export SENET_ROLE=ray-driver
+    ray start --address="$RAY_ADDRESS" --disable-usage-stats \
+      --num-cpus="${RAY_DRIVER_CPUS:-1}" --num-gpus=0
+    exec "$@"
     ;;
   *)
     exec "$@"

@@ -81,6 +81,7 @@ def check_package() -> tuple[bool, str]:
 CHECKS: dict[str, Callable[[], tuple[bool, str]]] = {
     "ray-head": check_ray_head,
     "ray-worker": check_raylet,
+    "ray-driver": check_raylet,
     "prefect-server": check_prefect_server,
     "prefect-worker": check_prefect_worker,
     "driver": check_package,

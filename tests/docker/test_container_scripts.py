@@ -138,10 +138,16 @@ def test_entrypoint_without_command_explains_roles() -> None:
 
 
 @pytest.mark.parametrize(("role", "missing"), [("ray-worker", "RAY_ADDRESS"), ("prefect-worker", "RAY_ADDRESS"),
-                                                ("prefect-deploy", "PREFECT_API_URL")])
+                                                ("prefect-deploy", "PREFECT_API_URL"),
+                                                ("ray-driver", "RAY_ADDRESS")])
 def test_entrypoint_roles_require_their_addresses(role: str, missing: str) -> None:
     proc = _entrypoint(role)
     assert proc.returncode == 64 and missing in proc.stderr
+
+
+def test_ray_driver_needs_a_command() -> None:
+    proc = _entrypoint("ray-driver", env={"RAY_ADDRESS": "ray-head:6379"})
+    assert proc.returncode == 64 and "needs a command" in proc.stderr
 
 
 def test_entrypoint_is_executable_and_shellcheck_clean() -> None:
