@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -46,3 +48,78 @@ def test_plot_input_errors(tmp_path) -> None:
         plot_confusion_matrix(np.eye(2), ["a", "b", "c"], tmp_path / "x.png")
     with pytest.raises(ValueError, match="empty"):
         plot_curves([], tmp_path / "y.png")
+
+
+# ---- evaluate_checkpoint on a real checkpoint (trained in-process, no Ray) over real lfw-subset shards ----
+@pytest.fixture(scope="module")
+def lfw_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    import torch
+
+    from senet_dist.data import DatasetInfo, LoaderConfig, ShardConfig, fetch_dataset, make_loader, shard_dataset
+    from senet_dist.train.checkpoint import save_checkpoint
+    from senet_dist.train.components import build_components, training_state
+    from senet_dist.train.config import TrainConfig
+    from senet_dist.train.loops import train_epoch
+
+    root = tmp_path_factory.mktemp("eval")
+    src = fetch_dataset("lfw-subset", root / "src", num_procs=1)
+    version = shard_dataset(src, root / "shards", ShardConfig(max_count=50, resize_shorter=None, image_format="png",
+                                                               progress=False, num_procs=1)).version_dir
+    info = DatasetInfo.load(version)
+    torch.manual_seed(0)
+    cfg = TrainConfig(model="se_resnet_tiny", epochs=2, batch_size=16, num_workers=1).with_overrides({"lr": 0.05})
+    lcfg = LoaderConfig(batch_size=16, image_size=32, num_workers=0, crop_scale=(0.5, 1.0))
+    comp = build_components(cfg, info.num_classes, torch.device("cpu"), len(make_loader(version, "train", lcfg)))
+    for epoch in (1, 2):
+        loader = make_loader(version, "train", lcfg, epoch=epoch)
+        train_epoch(comp.model, loader, comp.criterion, comp.optimizer, comp.scheduler, comp.opts)
+    meta = {"model": cfg.model, "model_kwargs": {}, "num_classes": info.num_classes, "classes": info.classes,
+            "image_size": 32, "epoch": 2, "run_name": "eval-test", "history": []}
+    ckpt = save_checkpoint(root / "ckpt", training_state(comp), meta)
+    return ckpt, version, info
+
+
+def test_evaluate_checkpoint_report_is_consistent(lfw_checkpoint, tmp_path) -> None:
+    from senet_dist.evaluate import evaluate_checkpoint
+
+    ckpt, version, info = lfw_checkpoint
+    report = evaluate_checkpoint(ckpt, version, split="test", batch_size=7, device="cpu")
+    n = info.counts["test"]
+    assert report.num_samples == n == sum(c.support for c in report.per_class)
+    assert report.confusion_matrix.sum() == n
+    assert report.confusion_matrix.sum(axis=1).tolist() == [c.support for c in report.per_class]
+    assert report.accuracy == pytest.approx(np.trace(report.confusion_matrix) / n)
+    assert report.accuracy > 0.7  # lfw-subset is trivially separable; chance is 0.5
+    assert report.top_k_accuracy is None  # only 2 classes
+    assert report.latency_ms_per_image > 0 and report.img_per_s > 0
+    d = report.to_dict()
+    expected = {"run_id", "variant", "dataset_version", "accuracy", "macro_precision", "macro_recall", "macro_f1",
+                "weighted_precision", "weighted_recall", "weighted_f1", "top_k_accuracy", "per_class",
+                "confusion_matrix", "latency_ms_per_image", "img_per_s", "report_json"}
+    assert set(d) == expected
+    assert d["run_id"] == "eval-test" and d["dataset_version"] == info.version
+    assert json.loads(d["report_json"])["num_samples"] == n
+    png = plot_confusion_matrix(report.confusion_matrix, report.classes, tmp_path / "cm.png")
+    assert png.stat().st_size > 1000
+
+
+def test_evaluate_rejects_bad_inputs(lfw_checkpoint, tmp_path) -> None:
+    from senet_dist.evaluate import evaluate_checkpoint
+    from senet_dist.train.checkpoint import CheckpointError
+
+    ckpt, version, _ = lfw_checkpoint
+    with pytest.raises(CheckpointError, match="neither a senet-dist checkpoint"):
+        evaluate_checkpoint(tmp_path, version)
+    with pytest.raises(ValueError, match="split must be one of"):
+        evaluate_checkpoint(ckpt, version, split="holdout")
+
+
+def test_top5_counts_labels_ranked_within_five() -> None:
+    import torch
+
+    from senet_dist.evaluate import _predict
+
+    scores = torch.arange(8, dtype=torch.float32).flip(0).repeat(4, 1)  # class 0 ranks 1st ... class 7 ranks 8th
+    labels = torch.tensor([0, 4, 5, 7])  # ranks 1, 5, 6, 8 -> two inside the top 5
+    y, p, hits, _ = _predict(torch.nn.Identity(), [(scores, labels)], torch.device("cpu"), 5)
+    assert hits == 2 and p.tolist() == [0, 0, 0, 0] and y.tolist() == [0, 4, 5, 7]

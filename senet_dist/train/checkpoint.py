@@ -65,3 +65,19 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model.module
         else:
             return model
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint dir as is; a run dir -> its kept checkpoint with the best ``val_acc`` (ties: the later epoch)."""
+    p = Path(path)
+    if (p / META_FILE).is_file():
+        return p
+    found = [d for d in p.glob("checkpoint_*") if (d / META_FILE).is_file()] if p.is_dir() else []
+    if not found:
+        raise CheckpointError(f"{path} is neither a senet-dist checkpoint nor a run directory holding one")
+
+    def score(d: Path) -> tuple[float, int]:
+        meta = read_meta(d)
+        return float(meta.get("metrics", {}).get("val_acc", -1.0)), int(meta.get("epoch", 0))
+
+    return max(found, key=score)

@@ -64,6 +64,7 @@ class TrainConfig:
     image_size: int = 32
     num_workers: int = 2  # Ray Train workers (DDP ranks)
     loader_workers: int = 1  # DataLoader processes per rank
+    loader_kwargs: dict[str, Any] = field(default_factory=dict)  # extra LoaderConfig fields, e.g. crop_scale, hflip
     use_gpu: bool = False
     resources_per_worker: dict[str, float] | None = None
     precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
@@ -147,7 +148,7 @@ class TrainConfig:
             check_model_name(self.model)
         except UnknownModelError as exc:
             raise ConfigError(f"model: {exc}") from None
-        errors = _field_errors(self)
+        errors = _field_errors(self) + _loader_errors(self.loader_kwargs)
         if version_dir is not None and not Path(version_dir).is_dir():
             errors.append(f"dataset directory does not exist: {version_dir}")
         if errors:
@@ -186,6 +187,19 @@ def _field_errors(c: TrainConfig) -> list[str]:
          "fault_kill_rank needs fault_marker (so the fault fires only once)"),
     ]
     return [msg for ok, msg in checks if not ok]
+
+
+_LOADER_OWNED = {"batch_size", "image_size", "num_workers", "seed"}  # set from TrainConfig fields
+
+
+def _loader_errors(kwargs: dict[str, Any]) -> list[str]:
+    from senet_dist.data import LoaderConfig
+
+    known = {f.name for f in fields(LoaderConfig)} - _LOADER_OWNED
+    bad = sorted(set(kwargs) - known)
+    if not bad:
+        return []
+    return [f"loader_kwargs: unknown or TrainConfig-owned keys {bad} (allowed: {', '.join(sorted(known))})"]
 
 
 # ---- helpers ---------------------------------------------------------------------------------

@@ -83,6 +83,8 @@ def test_missing_file() -> None:
         ({"patience": 0}, "patience must be >= 1"),
         ({"label_smoothing": 1.0}, "label_smoothing"),
         ({"fault_kill_rank": 1}, "needs fault_marker"),
+        ({"loader_kwargs": {"hflipp": True}}, "loader_kwargs: unknown"),
+        ({"loader_kwargs": {"batch_size": 4}}, "TrainConfig-owned"),
     ],
 )
 def test_validation_errors(overrides: dict, needle: str) -> None:

@@ -1,0 +1,62 @@
+"""One local Ray per pytest session (only these tests start Ray) and real lfw-subset shards."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+for _k, _v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}.items():
+    os.environ.setdefault(_k, _v)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    from senet_dist.train.launcher import QUIET_ENV
+
+    started = not ray.is_initialized()
+    if started:
+        # 2 training workers + headroom for Ray Train's controller; logical CPUs, the box has 2 cores.
+        ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": dict(QUIET_ENV)})
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def lfw_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """lfw-subset (200 real 25x25 images, 2 classes) as small shards: 8 train shards, 1 val, 1 test."""
+    from senet_dist.data import ShardConfig, fetch_dataset, shard_dataset
+
+    root = tmp_path_factory.mktemp("lfw")
+    src = fetch_dataset("lfw-subset", root / "src", num_procs=1)
+    cfg = ShardConfig(max_count=20, resize_shorter=None, image_format="png", progress=False, num_procs=1)
+    result = shard_dataset(src, root / "shards", cfg)
+    assert len(result.shards["train"]) >= 4
+    return result.version_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """Factory: seeded tiny-model config that reliably separates lfw-subset in 2 epochs on 2 CPU workers."""
+    return _tiny_config
+
+
+def _tiny_config(**overrides):
+    from senet_dist.train import TrainConfig
+
+    base = {
+        "model": "se_resnet_tiny",
+        "epochs": 2,
+        "batch_size": 16,
+        "num_workers": 2,
+        "loader_workers": 1,
+        "image_size": 32,
+        "optimizer.lr": 0.05,
+        "loader_kwargs": {"crop_scale": [0.5, 1.0]},
+        "seed": 0,
+    }
+    return TrainConfig().with_overrides(base | overrides)
