@@ -20,7 +20,7 @@ from .gpu_decode import decode_batch, resolve_device
 from .manifest import DatasetInfo
 from .source import SPLITS, DatasetError
 from .stream import ShardStream, Slot, eval_slot_size
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, Normalizer, PILDecoder, TensorCollate, build_transform
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecoder, Normalizer, TensorCollate, build_transform
 from .transforms import bytes_collate, eval_resize, raw_bytes
 
 
@@ -39,7 +39,7 @@ class LoaderConfig:
     crop_scale: tuple[float, float] = (0.08, 1.0)
     hflip: bool = True
     eval_crop_ratio: float = 0.875
-    draft: bool = True  # let libjpeg decode large JPEGs at reduced scale (CPU path)
+    decoder: str = "torchvision"  # CPU path: "torchvision" (fastest for pre-resized shards) or "pil" (+ JPEG draft)
     steps_per_epoch: int | None = None  # override the manifest-derived training steps
     pin_memory: bool | None = None  # None -> torch.cuda.is_available()
     persistent_workers: bool = False
@@ -48,6 +48,8 @@ class LoaderConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.image_size < 1 or self.num_workers < 0:
             raise ValueError("batch_size and image_size must be >= 1 and num_workers >= 0")
+        if self.decoder not in ("torchvision", "pil"):
+            raise ValueError("decoder must be 'torchvision' or 'pil'")
         if self.gpu_fallback not in ("cpu", "error"):
             raise ValueError("gpu_fallback must be 'cpu' or 'error'")
 
@@ -142,7 +144,7 @@ def make_loader(version_dir: str | os.PathLike, split: str, cfg: LoaderConfig | 
     else:
         transform = build_transform(cfg.image_size, train, scale=cfg.crop_scale, hflip=cfg.hflip,
                                     crop_ratio=cfg.eval_crop_ratio)
-        decode = PILDecoder(transform, target if cfg.draft else None)
+        decode = ImageDecoder(transform, target if cfg.decoder == "pil" else None)
         collate = TensorCollate(Normalizer(cfg.mean, cfg.std), return_keys)
     stream = ShardStream(shards, rank=rank, world=world_size, workers=cfg.num_workers, train=train,
                          batch_size=cfg.batch_size, steps=num_batches, seed=cfg.seed, epoch=epoch,

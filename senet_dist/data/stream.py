@@ -139,10 +139,19 @@ class ShardStream(IterableDataset):
             if i % slot.total == slot.index:
                 yield sample
 
-    def _shuffled(self, samples: Iterator[dict[str, Any]], rng: random.Random) -> Iterator[dict[str, Any]]:
+    def _buffer_size(self, slot: Slot) -> int:
+        """Never buffer more than one pass of this slot's samples: a larger buffer only re-reads the shards."""
+        total = sum(n for _, n in self.shards)
+        if self.mode == "sample":
+            per_slot = total / slot.total
+        else:
+            per_slot = total * len(slot_shards(self.shards, slot)) / len(self.shards)
+        return max(1, min(self.shuffle_buffer, int(per_slot)))
+
+    def _shuffled(self, samples: Iterator[dict[str, Any]], rng: random.Random, size: int) -> Iterator[dict[str, Any]]:
         buf: list[dict[str, Any]] = []
         for s in samples:
-            if len(buf) < self.shuffle_buffer:
+            if len(buf) < size:
                 buf.append(s)
                 continue
             j = rng.randrange(len(buf))
@@ -166,7 +175,7 @@ class ShardStream(IterableDataset):
             torch.manual_seed(hash((self.seed, self.epoch, slot.index)) & 0x7FFFFFFF)
         if self.train:
             rng = random.Random(f"{self.seed}:{self.epoch}:buffer:{slot.index}")
-            samples = self._shuffled(self._train_samples(slot), rng)
+            samples = self._shuffled(self._train_samples(slot), rng, self._buffer_size(slot))
             limit = split_evenly(self.steps, slot.workers, slot.worker) * self.batch_size
         else:
             samples, limit = self._eval_samples(slot), math.inf

@@ -7,6 +7,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from PIL import Image
+from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -19,27 +20,35 @@ def eval_resize(image_size: int, crop_ratio: float = 0.875) -> int:
 
 def build_transform(image_size: int, train: bool, *, scale: tuple[float, float] = (0.08, 1.0), hflip: bool = True,
                     crop_ratio: float = 0.875) -> v2.Compose:
-    """PIL RGB image -> uint8 CHW tensor of image_size x image_size (normalisation happens per batch)."""
+    """uint8 CHW image (tensor or PIL) -> uint8 CHW tensor of image_size x image_size (normalised per batch)."""
     if train:
         ops: list[Any] = [v2.RandomResizedCrop(image_size, scale=scale, antialias=True)]
         if hflip:
             ops.append(v2.RandomHorizontalFlip())
     else:
         ops = [v2.Resize(eval_resize(image_size, crop_ratio), antialias=True), v2.CenterCrop(image_size)]
-    return v2.Compose([*ops, v2.PILToTensor()])
+    return v2.Compose([v2.ToImage(), *ops])
 
 
-class PILDecoder:
-    """Bytes -> RGB PIL image -> transform. ``draft`` lets libjpeg decode big JPEGs at a reduced scale."""
+class ImageDecoder:
+    """Encoded bytes -> 3-channel uint8 tensor -> transform.
 
-    def __init__(self, transform: Callable[[Image.Image], torch.Tensor], draft_size: int | None) -> None:
-        self.transform, self.draft_size = transform, draft_size
+    Default: torchvision.io (libjpeg-turbo/libpng straight into a tensor; then tensor resizes) measured ~1.7x faster
+    per core than PIL decode + PIL resize on 341x256 JPEGs. ``pil_draft`` instead lets libjpeg decode big stored
+    originals at a reduced scale (useful with ``resize_shorter=None`` shards).
+    """
+
+    def __init__(self, transform: Callable[[Any], torch.Tensor], pil_draft: int | None = None) -> None:
+        self.transform, self.pil_draft = transform, pil_draft
 
     def __call__(self, data: bytes, sample: dict[str, Any] | None = None) -> torch.Tensor:
-        img = Image.open(io.BytesIO(data))
-        if self.draft_size and img.format == "JPEG":
-            img.draft("RGB", (self.draft_size, self.draft_size))
-        return self.transform(img.convert("RGB"))  # grayscale/CMYK/palette -> 3 channels
+        if self.pil_draft is None:
+            img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            return self.transform(img)
+        pil = Image.open(io.BytesIO(data))
+        if pil.format == "JPEG":
+            pil.draft("RGB", (self.pil_draft, self.pil_draft))
+        return self.transform(pil.convert("RGB") if pil.mode != "RGB" else pil)  # grayscale -> 3 channels
 
 
 def raw_bytes(data: bytes, sample: dict[str, Any] | None = None) -> torch.Tensor:
@@ -56,7 +65,7 @@ class Normalizer:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         mean, std = self.mean.to(batch.device), self.std.to(batch.device)
-        return (batch.float() - mean) / std
+        return batch.float().sub_(mean).div_(std)  # in place: one float buffer per batch
 
 
 class TensorCollate:

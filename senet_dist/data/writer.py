@@ -26,8 +26,9 @@ class RotatingShardWriter:
         name = f"{self.split}-{len(self.names):06d}.tar"
         self.names.append(name)
         self.counts[name] = 0
-        # encoder=False: we hand over bytes; mtime fixed so identical inputs give identical tar bytes
-        self._tar = wds.TarWriter(str(self.directory / name), encoder=False, mtime=0.0)
+        # encoder=False: we hand over bytes. mtime is a fixed *int*: identical inputs give identical tars, and a float
+        # mtime (TarWriter's default time.time()) adds a 1 KiB PAX header to every member, slowing every read
+        self._tar = wds.TarWriter(str(self.directory / name), encoder=False, mtime=0)
         self._bytes = 0
 
     def write(self, key: str, ext: str, data: bytes, label: int) -> str:
