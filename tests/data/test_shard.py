@@ -154,3 +154,16 @@ def test_parallel_encoding_matches_serial(tmp_path: Path) -> None:
     assert serial.fingerprint == parallel.fingerprint
     for a, b in zip(sorted(serial.version_dir.glob("*.tar")), sorted(parallel.version_dir.glob("*.tar"))):
         assert a.read_bytes() == b.read_bytes()
+
+
+def test_info_from_root_hash_cache_and_progress_bar(small_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = shard_dataset(small_tree, out, ShardConfig(num_procs=1, progress=True))
+    assert DatasetInfo.load(out).version_dir == res.version_dir  # a shards root resolves through LATEST
+    cache = json.loads((out / ".hash-cache.json").read_text())
+    assert len(cache["files"]) == 22
+    rows = {r["path"]: r["sha256"] for r in DatasetInfo.load(out).manifest().to_pylist()}
+    assert all(cache["files"][p][2] == digest for p, digest in rows.items())
+    assert fingerprint_source(small_tree, ShardConfig(), cache_path=out / ".hash-cache.json") == res.fingerprint
+    with pytest.raises(DatasetError, match="not a dataset version"):
+        DatasetInfo.load(tmp_path)
