@@ -4,7 +4,7 @@ Every dense layer is a pre-activation ResNet bottleneck, BN-ReLU-1x1 (C/4) -> BN
 BN-ReLU-1x1 (back to C), and its output is *concatenated* with its input, so channels double per
 layer. Blocks (2, 4, 3, 2) with compression-0.5 transitions, 64 init channels after the DenseNet
 7x7 stem, and a final BN-ReLU. The reference's stem and init width were not stated; this is the one
-configuration (of the 3,584 searched, see docs/models.md) that reproduces its 149,871,874 params at
+configuration of those searched (docs/models.md) that reproduces its 149,871,874 params at
 2 classes. The reference has no SE, so neither has the default; ``se_reduction=16`` adds an SE on each
 layer's bottleneck output (before the concatenation).
 """
