@@ -110,6 +110,9 @@ class ShardStream(IterableDataset):
         self.decode, self.collate = decode, collate
         self.mode = partition_mode(len(shards), world, self.workers)
 
+    def __len__(self) -> int:
+        return self.steps  # batches this rank yields (the DataLoader asks when workers are persistent)
+
     def _slot(self) -> Slot:
         info = get_worker_info()
         if info is None:
