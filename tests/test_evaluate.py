@@ -123,3 +123,20 @@ def test_top5_counts_labels_ranked_within_five() -> None:
     labels = torch.tensor([0, 4, 5, 7])  # ranks 1, 5, 6, 8 -> two inside the top 5
     y, p, hits, _ = _predict(torch.nn.Identity(), [(scores, labels)], torch.device("cpu"), 5)
     assert hits == 2 and p.tolist() == [0, 0, 0, 0] and y.tolist() == [0, 4, 5, 7]
+
+
+def test_evaluate_command_writes_report_and_plots(lfw_checkpoint, tmp_path) -> None:
+    from rich.console import Console
+
+    from senet_dist.train.commands import evaluate_command
+
+    ckpt, version, info = lfw_checkpoint
+    console = Console(record=True, width=120)
+    shards_root = version.parent  # a shards root resolves to its LATEST version
+    report = evaluate_command(ckpt, shards_root, split="val", out_dir=tmp_path / "out", batch_size=8,
+                              device="cpu", console=console)
+    assert report.num_samples == info.counts["val"]
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["accuracy"] == report.accuracy and saved["run_id"] == "eval-test"
+    assert (tmp_path / "out" / "confusion.png").stat().st_size > 1000
+    assert "non_face" in console.export_text()

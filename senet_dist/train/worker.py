@@ -55,10 +55,7 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
         tr = train_epoch(comp.model, loader("train", epoch, True), comp.criterion, comp.optimizer,
                          comp.scheduler, comp.opts, on_step=hook).reduce()
         va = eval_epoch(comp.core, loader("val", epoch, False), comp.eval_criterion, comp.opts).reduce()
-        improved = va.acc > run["best_val_acc"]
-        run["best_val_acc"] = max(run["best_val_acc"], va.acc)
-        run["bad_epochs"] = 0 if improved else run["bad_epochs"] + 1
-        stop = cfg.patience is not None and run["bad_epochs"] >= cfg.patience and epoch < cfg.epochs
+        stop = should_stop(run, va.acc, cfg.patience) and epoch < cfg.epochs
         metrics = {
             "epoch": epoch,
             "train_loss": tr.loss,
@@ -80,6 +77,14 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
         _report(metrics, comp, cfg, info, run, rank)
         if stop:
             break
+
+
+def should_stop(run: dict[str, Any], val_acc: float, patience: int | None) -> bool:
+    """Update best/bad-epoch counters in ``run``; True once ``patience`` epochs passed without a new best."""
+    improved = val_acc > run["best_val_acc"]
+    run["best_val_acc"] = max(run["best_val_acc"], val_acc)
+    run["bad_epochs"] = 0 if improved else run["bad_epochs"] + 1
+    return patience is not None and run["bad_epochs"] >= patience
 
 
 def _resume(comp: Components) -> dict[str, Any]:

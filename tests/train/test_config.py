@@ -113,3 +113,21 @@ def test_derived_values() -> None:
     assert cfg.resolved_precision(on_gpu=True) == "bf16" and cfg.resolved_precision(on_gpu=False) == "fp32"
     assert cfg.resolved_channels_last(True) and not cfg.resolved_channels_last(False)
     assert TrainConfig(precision="bf16").resolved_precision(on_gpu=False) == "bf16"
+
+
+def test_cli_helpers_resolve_data_and_layer_config(tmp_path) -> None:
+    from senet_dist.train.commands import load_config, resolve_data_dir
+
+    p = tmp_path / "c.yaml"
+    p.write_text("model: se_resnet_tiny\nepochs: 4\n")
+    cfg = load_config("se_resnet18", p, ["epochs=2"])
+    assert (cfg.model, cfg.epochs) == ("se_resnet18", 2)  # --model beats the file, --set beats the file
+    assert load_config(None, p).model == "se_resnet_tiny"
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_data_dir(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="neither a dataset version"):
+        resolve_data_dir(tmp_path)
+    version = tmp_path / "v0001-abc"
+    version.mkdir()
+    (version / "dataset.json").write_text("{}")
+    assert resolve_data_dir(version) == version

@@ -58,3 +58,14 @@ def test_adamw() -> None:
     cfg = TrainConfig().with_overrides({"optimizer.name": "adamw", "optimizer.lr": 1e-3})
     opt = build_optimizer(torch.nn.Linear(2, 2), cfg)
     assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["lr"] == 1e-3
+
+
+def test_early_stopping_counts_epochs_without_a_new_best() -> None:
+    from senet_dist.train.worker import should_stop
+
+    run = {"best_val_acc": -1.0, "bad_epochs": 0}
+    decisions = [should_stop(run, acc, patience=2) for acc in (0.5, 0.6, 0.6, 0.7, 0.65, 0.7)]
+    assert decisions == [False, False, False, False, False, True]
+    assert run["best_val_acc"] == 0.7
+    run = {"best_val_acc": -1.0, "bad_epochs": 0}
+    assert not any(should_stop(run, 0.1, patience=None) for _ in range(5))  # off by default
