@@ -20,8 +20,8 @@ from .gpu_decode import decode_batch, resolve_device
 from .manifest import DatasetInfo
 from .source import SPLITS, DatasetError
 from .stream import ShardStream, Slot, eval_slot_size
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecoder, Normalizer, TensorCollate, build_transform
-from .transforms import bytes_collate, eval_resize, raw_bytes
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecoder, Normalizer, build_transform
+from .transforms import bytes_collate, eval_resize, raw_bytes, uint8_collate
 
 
 @dataclass
@@ -41,6 +41,7 @@ class LoaderConfig:
     eval_crop_ratio: float = 0.875
     decoder: str = "torchvision"  # CPU path: "torchvision" (fastest for pre-resized shards) or "pil" (+ JPEG draft)
     steps_per_epoch: int | None = None  # override the manifest-derived training steps
+    device: str | None = None  # CPU path: move the uint8 batch here, then normalise (e.g. "cuda"); None -> CPU
     pin_memory: bool | None = None  # None -> torch.cuda.is_available()
     persistent_workers: bool = False
     prefetch_factor: int = 2
@@ -99,13 +100,18 @@ class Loader:
         n = 0
         for batch in loader:
             n += 1
-            yield self._finish(batch) if self.device is not None else batch
+            yield self._finish(batch)
         if self.train and n != self.num_batches:
             raise RuntimeError(f"loader yielded {n} batches, expected {self.num_batches}")
 
     def _finish(self, batch: tuple) -> tuple:
         datas, labels, keys = batch
         cfg = self.cfg
+        if self.device is None:  # CPU path: workers shipped uint8 NCHW
+            if cfg.device is not None:
+                datas, labels = datas.to(cfg.device, non_blocking=True), labels.to(cfg.device, non_blocking=True)
+            images = self.normalizer(datas)
+            return (images, labels, keys) if self.return_keys else (images, labels)
         images = decode_batch(datas, train=self.train, image_size=cfg.image_size, device=self.device,
                               normalizer=self.normalizer, scale=cfg.crop_scale, hflip=cfg.hflip,
                               crop_ratio=cfg.eval_crop_ratio)
@@ -145,7 +151,7 @@ def make_loader(version_dir: str | os.PathLike, split: str, cfg: LoaderConfig | 
         transform = build_transform(cfg.image_size, train, scale=cfg.crop_scale, hflip=cfg.hflip,
                                     crop_ratio=cfg.eval_crop_ratio)
         decode = ImageDecoder(transform, target if cfg.decoder == "pil" else None)
-        collate = TensorCollate(Normalizer(cfg.mean, cfg.std), return_keys)
+        collate = uint8_collate
     stream = ShardStream(shards, rank=rank, world=world_size, workers=cfg.num_workers, train=train,
                          batch_size=cfg.batch_size, steps=num_batches, seed=cfg.seed, epoch=epoch,
                          shuffle_buffer=cfg.shuffle_buffer, decode=decode, collate=collate)
