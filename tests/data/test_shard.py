@@ -167,3 +167,10 @@ def test_info_from_root_hash_cache_and_progress_bar(small_tree: Path, tmp_path: 
     assert fingerprint_source(small_tree, ShardConfig(), cache_path=out / ".hash-cache.json") == res.fingerprint
     with pytest.raises(DatasetError, match="not a dataset version"):
         DatasetInfo.load(tmp_path)
+
+
+def test_max_bytes_rotates_shards(small_tree: Path, tmp_path: Path) -> None:
+    res = shard_dataset(small_tree, tmp_path / "out", ShardConfig(max_bytes=6000, **CFG))
+    info = DatasetInfo.load(res.version_dir)
+    assert len(info.shards["train"]) > 1 and sum(info.shard_counts[p.name] for p in info.shards["train"]) == res.counts["train"]
+    assert all(p.stat().st_size <= 6000 + 3 * 1024 or info.shard_counts[p.name] == 1 for p in info.shards["train"])
