@@ -154,6 +154,13 @@ def write_bytes(location: str | os.PathLike[str], data: bytes) -> None:
         out.write(data)
 
 
+def tree_bytes(location: str | os.PathLike[str]) -> int:
+    """Total size of every file under ``location`` (0 if it is absent)."""
+    fs, root = resolve_filesystem(location)
+    sel = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+    return sum(info.size for info in fs.get_file_info(sel) if info.type == pafs.FileType.File)
+
+
 def read_bytes(location: str | os.PathLike[str]) -> bytes:
     """Read one whole file/object."""
     fs, path = resolve_filesystem(location)

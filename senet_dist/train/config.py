@@ -114,7 +114,7 @@ class TrainConfig:
 
         String values (from the CLI) are parsed as YAML scalars, so ``3`` is an int and ``null`` is None.
         """
-        items = _parse_pairs(overrides) if not isinstance(overrides, Mapping) else dict(overrides)
+        items = parse_overrides(overrides) if not isinstance(overrides, Mapping) else dict(overrides)
         data = asdict(self)
         for key, value in items.items():
             _set_path(data, ALIASES.get(key, key), value)
@@ -217,7 +217,8 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _parse_pairs(pairs: Iterable[str]) -> dict[str, Any]:
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["epochs=3", "lr=0.05"]`` -> ``{"epochs": 3, "lr": 0.05}`` (values parsed as YAML scalars)."""
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:

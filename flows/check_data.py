@@ -1,0 +1,39 @@
+"""Prefect flow ``check-data``: a cheap data-change trigger for ``train-senet``.
+
+It fingerprints the source exactly as sharding would and starts the ``train-senet`` deployment only when the
+fingerprint differs from the newest dataset version, so a frequent schedule costs a hash pass, not a training run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.deployments import run_deployment
+from prefect.states import Completed
+
+from senet_dist.pipeline import data_changed
+
+
+@flow(name="check-data", log_prints=True)
+def check_data(
+    data: str = "lfw-subset",
+    shards: str = "data/shards",
+    shard: dict[str, Any] | None = None,
+    deployment: str = "train-senet/quickstart",
+    parameters: dict[str, Any] | None = None,
+):
+    """Start ``deployment`` (FLOW/DEPLOYMENT) with ``parameters`` when ``data`` changed since the last shard."""
+    logger = get_run_logger()
+    changed, fingerprint = data_changed(data, shards, shard or {})
+    if not changed:
+        logger.info("data unchanged (fingerprint %s)", fingerprint[:12])
+        return Completed(name="Unchanged", message=f"fingerprint {fingerprint[:12]} unchanged")
+    params = {"data": data, "shards": shards, "shard": shard or {}, **(parameters or {})}
+    run = run_deployment(deployment, parameters=params, timeout=0)
+    logger.info("data changed (fingerprint %s): started %s as flow run %s", fingerprint[:12], deployment, run.id)
+    return {"fingerprint": fingerprint, "flow_run_id": str(run.id)}
+
+
+if __name__ == "__main__":
+    check_data()

@@ -1,0 +1,183 @@
+"""``senet-dist`` command line: thin wrappers over the library (imports are lazy so ``--help`` is instant)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Train Squeeze-and-Excitation classifiers: shard -> Ray Train DDP -> evaluate -> Arrow tables.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+datasets_app = typer.Typer(help="Offline real datasets, materialised as ImageFolder trees.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+console = Console()
+
+
+def _fail(exc: Exception) -> None:
+    """Bad input is the user's to fix: one clear line, exit code 2, no traceback."""
+    console.print(f"[red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def models(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Model names (default: all registered).")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Input size for GFLOPs (default 224; 32 for CIFAR nets)")] = None,
+) -> None:
+    """List registered models with parameter counts and GFLOPs."""
+    from rich.table import Table
+
+    from senet_dist.models import UnknownModelError, model_table
+
+    try:
+        rows = model_table(names or None, image_size=image_size)
+    except UnknownModelError as exc:
+        _fail(exc)
+    table = Table("model", "params", "GFLOPs", "input px")
+    for r in rows:
+        gflops = r.get("gflops")
+        table.add_row(r["name"], f"{r['params']:,}", "-" if gflops is None else f"{gflops:.2f}", str(r.get("image_size", "")))
+    console.print(table)
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Names of the built-in offline datasets."""
+    from senet_dist.data import list_datasets
+
+    for name in list_datasets():
+        console.print(name)
+
+
+@datasets_app.command("fetch")
+def datasets_fetch(
+    name: Annotated[str, typer.Argument(help="fashion-mnist or lfw-subset")],
+    dest: Annotated[Path, typer.Argument(help="Directory to write the ImageFolder tree into")],
+    limit_per_class: Annotated[Optional[int], typer.Option(help="Keep at most N images per class and split")] = None,
+) -> None:
+    """Materialise an offline dataset as an ImageFolder tree."""
+    from senet_dist.data import fetch_dataset
+
+    try:
+        out = fetch_dataset(name, dest, limit_per_class=limit_per_class)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        _fail(exc)
+    console.print(f"[green]wrote[/] {out}")
+
+
+@app.command()
+def shard(
+    src: Annotated[Path, typer.Argument(help="ImageFolder root (one folder per class)")],
+    out: Annotated[Path, typer.Argument(help="Shards root; each dataset version gets its own directory")],
+    val: Annotated[float, typer.Option(help="Validation fraction")] = 0.1,
+    test: Annotated[float, typer.Option(help="Test fraction")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Split seed")] = 0,
+    resize_shorter: Annotated[Optional[int], typer.Option(help="Re-encode with this shorter side (e.g. 256)")] = None,
+    quality: Annotated[int, typer.Option(help="JPEG quality when re-encoding")] = 90,
+    max_count: Annotated[int, typer.Option(help="Max samples per shard")] = 1000,
+    max_mb: Annotated[float, typer.Option(help="Max MB per shard")] = 256.0,
+    procs: Annotated[Optional[int], typer.Option(help="Encoding processes (default: CPU count, max 8)")] = None,
+) -> None:
+    """Shard an ImageFolder into WebDataset tars + a Parquet manifest (no-op when the data is unchanged)."""
+    from senet_dist.data import ShardConfig, shard_dataset
+
+    try:
+        cfg = ShardConfig(val_frac=val, test_frac=test, seed=seed, resize_shorter=resize_shorter, jpeg_quality=quality,
+                          max_count=max_count, max_bytes=int(max_mb * 1e6), num_procs=procs)
+        result = shard_dataset(src, out, cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    state = "[green]new version[/]" if result.changed else "[yellow]unchanged[/]"
+    console.print(f"{state} {result.version_dir} fingerprint={result.fingerprint[:12]} counts={dict(result.counts)} "
+                  f"rejected={result.num_rejected}")
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option(help="Registered model name (see `senet-dist models`)")],
+    data: Annotated[Path, typer.Option(help="Shards root or dataset version directory")],
+    config: Annotated[Optional[Path], typer.Option(help="YAML/JSON TrainConfig file")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override, e.g. --set epochs=5 --set lr=0.1")] = None,
+    storage: Annotated[str, typer.Option(help="Ray Train storage path (local dir or s3:// URI)")] = "runs",
+    name: Annotated[Optional[str], typer.Option(help="Run name; reusing one resumes it")] = None,
+) -> None:
+    """Train one model with Ray Train DDP and print per-epoch metrics."""
+    from senet_dist.train.commands import train_command
+
+    try:
+        result = train_command(model, data, config=config, sets=set_ or [], storage_path=storage, run_name=name,
+                               console=console)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    if result.error:
+        console.print(f"[red]training failed:[/] {result.error}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (contains checkpoint.pt)")],
+    data: Annotated[Path, typer.Option(help="Shards root or dataset version directory")],
+    split: Annotated[str, typer.Option(help="Split to evaluate")] = "test",
+    out: Annotated[Optional[Path], typer.Option(help="Write report.json and PNG plots here")] = None,
+) -> None:
+    """Evaluate a checkpoint: accuracy, per-class P/R/F1, confusion matrix, latency."""
+    from senet_dist.train.commands import evaluate_command
+
+    try:
+        evaluate_command(checkpoint, data, split=split, out_dir=out, console=console)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def report(
+    artifacts: Annotated[str, typer.Option(help="Artifacts root (local dir or s3:// URI)",
+                                           envvar="SENET_ARTIFACTS")] = "artifacts",
+    png: Annotated[Optional[str], typer.Option(help="Write a comparison bar chart here (path or s3:// URI)")] = None,
+) -> None:
+    """Print the leaderboard from the Arrow tables (and optionally a comparison PNG)."""
+    from senet_dist.artifacts import ArtifactStore
+    from senet_dist.report import format_leaderboard, leaderboard, plot_comparison
+
+    table = leaderboard(ArtifactStore(artifacts))
+    console.print(format_leaderboard(table))
+    if png is not None and table.num_rows:
+        plot_comparison(table, png)
+        console.print(f"comparison chart: {png}")
+
+
+@app.command()
+def run(
+    data: Annotated[str, typer.Option(help="ImageFolder path or built-in dataset (NAME or NAME:PER_CLASS)")] = "lfw-subset",
+    variant: Annotated[Optional[list[str]], typer.Option(help="Model variant (repeatable)")] = None,
+    shards: Annotated[str, typer.Option(help="Shards root")] = "data/shards",
+    artifacts: Annotated[str, typer.Option(help="Artifacts root (local dir or s3:// URI)",
+                                           envvar="SENET_ARTIFACTS")] = "artifacts",
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="TrainConfig override key=value")] = None,
+    force: Annotated[bool, typer.Option(help="Retrain even when nothing changed")] = False,
+) -> None:
+    """Run the train-senet flow in this process (Prefect starts a temporary server unless PREFECT_API_URL is set)."""
+    from flows.train_senet import train_senet
+    from senet_dist.pipeline import DEFAULT_VARIANTS
+    from senet_dist.train.config import parse_overrides
+
+    try:
+        overrides = parse_overrides(set_ or [])
+    except ValueError as exc:
+        _fail(exc)
+    state = train_senet(data=data, variants=variant or list(DEFAULT_VARIANTS), shards=shards, artifacts=artifacts,
+                        train=overrides, force=force, return_state=True)
+    console.print(f"flow run finished: {state.name} {state.message or ''}")
+    if not state.is_completed():
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,37 @@
+"""Flow tests run against a real (temporary, SQLite) Prefect server and a real local Ray cluster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def lfw_source(tmp_path_factory) -> Path:
+    """A small real ImageFolder (scikit-image's LFW subset, 24 images per class)."""
+    from senet_dist.data import fetch_dataset
+
+    return Path(fetch_dataset("lfw-subset", tmp_path_factory.mktemp("lfw") / "lfw", limit_per_class=24))
+
+
+@pytest.fixture()
+def source_copy(lfw_source, tmp_path) -> Path:
+    """A private copy each test may modify (space and unicode in the path on purpose)."""
+    dst = tmp_path / "my data ü"
+    shutil.copytree(lfw_source, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,94 @@
+"""End-to-end ``train-senet`` through a temporary Prefect server: tables, artifacts, unchanged rerun, data change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flows.train_senet import train_senet
+from senet_dist.artifacts import ArtifactStore
+pytestmark = [pytest.mark.ray, pytest.mark.prefect, pytest.mark.timeout(900)]
+
+
+# Tiny but real: LFW images, 2 Ray workers, 1 epoch.
+TINY_TRAIN = {"epochs": 1, "num_workers": 2, "batch_size": 8, "image_size": 32, "lr": 0.05, "loader_workers": 0}
+TINY_MODELS = {"se_resnet_cifar": {"filters": 16, "blocks": 1}}
+VARIANTS = ["se_resnet_tiny", "se_resnet_cifar"]
+
+
+def _run(src: Path, tmp: Path, **kw):
+    return train_senet(data=str(src), variants=VARIANTS, shards=str(tmp / "shards"), artifacts=str(tmp / "artifacts"),
+                       train=TINY_TRAIN, model_kwargs=TINY_MODELS, shard={"max_count": 8}, return_state=True, **kw)
+
+
+def _read_artifacts(keys: list[str]) -> dict[str, object]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+    return {a.key: a for a in found}
+
+
+def test_flow_trains_stores_skips_and_retrains_on_change(prefect_harness, source_copy, tmp_path):
+    state = _run(source_copy, tmp_path)
+    assert state.is_completed(), state.message
+    summaries = state.result()
+    assert sorted(s["variant"] for s in summaries) == sorted(VARIANTS)
+
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    runs = store.runs_latest().to_pylist()
+    assert sorted(r["variant"] for r in runs if r["status"] == "completed") == sorted(VARIANTS)
+    epochs = store.read("epochs")
+    assert epochs.num_rows == len(VARIANTS) * TINY_TRAIN["epochs"]
+    evals = store.read("evaluations").to_pylist()
+    n_test = sum(sum(row) for row in evals[0]["confusion_matrix"])
+    assert n_test > 0 and all(sum(map(sum, e["confusion_matrix"])) == n_test for e in evals)
+    ckpts = store.read("checkpoints").to_pylist()
+    assert ckpts and all(Path(c["uri"]).exists() for c in ckpts)
+    assert store.read("datasets").num_rows == 1
+    for s in summaries:
+        assert (Path(s["reports"]) / "confusion_matrix.png").stat().st_size > 0
+    arts = _read_artifacts(["senet-leaderboard", "eval-se-resnet-tiny", "eval-se-resnet-cifar"])
+    assert set(arts) == {"senet-leaderboard", "eval-se-resnet-tiny", "eval-se-resnet-cifar"}
+
+    # Same data, same variants: nothing retrains.
+    again = _run(source_copy, tmp_path)
+    assert again.is_completed() and again.name == "Unchanged"
+    assert store.read("runs").num_rows == len(runs) * 2  # running + completed events, no new ones
+
+    # One changed image: a new dataset version, both variants retrained on it, the old version kept.
+    victim = sorted((source_copy / "face").iterdir())[0]
+    Image.fromarray(np.full((25, 25), 7, dtype=np.uint8)).save(victim)
+    changed = _run(source_copy, tmp_path)
+    assert changed.is_completed() and changed.name != "Unchanged", changed.message
+    versions = sorted(p.name for p in (tmp_path / "shards").iterdir() if p.is_dir() and p.name.startswith("v"))
+    assert len(versions) == 2
+    latest = {r["run_id"]: r for r in store.runs_latest().to_pylist()}
+    new_fp = store.read("datasets").to_pylist()[-1]["fingerprint"]
+    retrained = [r for r in latest.values() if r["dataset_fingerprint"] == new_fp and r["status"] == "completed"]
+    assert sorted(r["variant"] for r in retrained) == sorted(VARIANTS)
+
+
+def test_bad_parameters_fail_before_any_work(prefect_harness, source_copy, tmp_path):
+    state = train_senet(data=str(source_copy), variants=["se_resnet_9000"], shards=str(tmp_path / "s"),
+                        artifacts=str(tmp_path / "a"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match="se_resnet_9000.*valid names"):
+        state.result()
+    assert not (tmp_path / "s").exists() and not (tmp_path / "a").exists()
+
+    state = train_senet(data=str(tmp_path / "missing"), variants=["se_resnet_tiny"], shards=str(tmp_path / "s"),
+                        artifacts=str(tmp_path / "a"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        state.result()
+
+    state = train_senet(data=str(source_copy), variants=["se_resnet_tiny"], train={"epochs": -1},
+                        shards=str(tmp_path / "s"), artifacts=str(tmp_path / "a"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match="epochs"):
+        state.result()
