@@ -59,6 +59,12 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # N loader processes x M torch threads would oversubscribe the cores
 
 
+def _shutdown(it: Any) -> None:
+    stop = getattr(it, "_shutdown_workers", None)  # multiprocessing iterators only
+    if stop is not None:
+        stop()
+
+
 class Loader:
     """Iterable of batches with a known length; ``set_epoch`` (or each new iteration) reshuffles."""
 
@@ -98,9 +104,14 @@ class Loader:
             self._iterations += 1
             loader = self._dataloader()
         n = 0
-        for batch in loader:
-            n += 1
-            yield self._finish(batch)
+        it = iter(loader)
+        try:
+            for batch in it:
+                n += 1
+                yield self._finish(batch)
+        except BaseException:
+            _shutdown(it)  # now, not at some later gc pass (which stalls ~5 s per worker)
+            raise
         if self.train and n != self.num_batches:
             raise RuntimeError(f"loader yielded {n} batches, expected {self.num_batches}")
 
