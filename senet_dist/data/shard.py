@@ -56,9 +56,16 @@ class ShardConfig:
     num_procs: int | None = None  # encoding processes; None -> min(cpu_count, 8); <=1 encodes in-process
     progress: bool = True
     hash_cache: bool = True  # reuse content hashes keyed by (size, mtime) in OUT/.hash-cache.json
+    val_frac: float | None = None  # shorthand: with test_frac, sets fractions = (1 - val - test, val, test)
+    test_frac: float | None = None
 
     def __post_init__(self) -> None:
-        self.fractions = tuple(float(f) for f in self.fractions)  # type: ignore[assignment]
+        if self.val_frac is not None or self.test_frac is not None:
+            val = self.fractions[1] if self.val_frac is None else self.val_frac
+            test = self.fractions[2] if self.test_frac is None else self.test_frac
+            self.fractions = (1.0 - val - test, val, test)
+            self.val_frac, self.test_frac = None, None  # folded in: the config stays single-sourced
+        self.fractions = tuple(round(float(f), 10) for f in self.fractions)  # type: ignore[assignment]
         self.split_config()  # validates fractions early
         self.encode_config()
         if self.max_count < 1 or self.max_bytes < 1:

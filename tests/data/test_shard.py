@@ -134,9 +134,13 @@ def test_bad_trees_raise_before_writing(tmp_path: Path, setup, match: str) -> No
     assert not out.exists()
 
 
-def test_bad_fractions() -> None:
+def test_bad_fractions_and_shorthand() -> None:
     with pytest.raises(ValueError, match="sum to 1"):
         ShardConfig(fractions=(0.8, 0.1, 0.2))
+    assert ShardConfig(val_frac=0.2, test_frac=0.1).fractions == pytest.approx((0.7, 0.2, 0.1))
+    assert ShardConfig(val_frac=0.2, test_frac=0.1).fingerprint_config() == ShardConfig(fractions=(0.7, 0.2, 0.1)).fingerprint_config()
+    with pytest.raises(ValueError, match="train fraction"):
+        ShardConfig(val_frac=0.5, test_frac=0.5)
 
 
 def test_stray_files_are_ignored(small_tree: Path, tmp_path: Path) -> None:
