@@ -1,0 +1,171 @@
+"""Reliability suite fixtures: one local Ray per session, tiny real datasets, and the fault/input tally.
+
+Every test that injects a fault or feeds a bad input records it in ``FIGURES``; the totals are printed at the end of
+the session and, when ``SENET_RELIABILITY_FIGURES`` names a file, written there as JSON (docs/reliability.md quotes
+that file via ``benchmarks/reliability_report.py``, never by hand).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+for _k, _v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "OMP_NUM_THREADS": "1"}.items():
+    os.environ.setdefault(_k, _v)
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+FIGURES_ENV = "SENET_RELIABILITY_FIGURES"
+
+
+class Figures:
+    """Session tally: faults injected, bad inputs tried, runs completed, table rows lost (by kind)."""
+
+    def __init__(self) -> None:
+        self.faults: Counter[str] = Counter()
+        self.bad_inputs: Counter[str] = Counter()
+        self.runs_completed = 0
+        self.rows_checked = 0
+        self.rows_lost = 0
+
+    def fault(self, kind: str, n: int = 1) -> None:
+        self.faults[kind] += n
+
+    def bad_input(self, kind: str, n: int = 1) -> None:
+        self.bad_inputs[kind] += n
+
+    def run_completed(self, n: int = 1) -> None:
+        self.runs_completed += n
+
+    def rows(self, expected: int, found: int) -> None:
+        """Account a table check: ``expected`` rows should exist, ``found`` do (lost = the shortfall)."""
+        self.rows_checked += expected
+        self.rows_lost += max(0, expected - found)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"faults_injected": sum(self.faults.values()), "bad_inputs_tried": sum(self.bad_inputs.values()),
+                "runs_completed": self.runs_completed, "rows_checked": self.rows_checked, "rows_lost": self.rows_lost,
+                "faults_by_kind": dict(sorted(self.faults.items())),
+                "bad_inputs_by_kind": dict(sorted(self.bad_inputs.items()))}
+
+    def empty(self) -> bool:
+        return not (self.faults or self.bad_inputs or self.runs_completed or self.rows_checked)
+
+
+FIGURES = Figures()
+
+
+@pytest.fixture(scope="session")
+def figures() -> Figures:
+    return FIGURES
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+    if FIGURES.empty():
+        return
+    data = FIGURES.to_dict()
+    terminalreporter.section("reliability figures")
+    for key in ("faults_injected", "bad_inputs_tried", "runs_completed", "rows_checked", "rows_lost"):
+        terminalreporter.write_line(f"{key:>18}: {data[key]}")
+    terminalreporter.write_line(f"{'faults by kind':>18}: {data['faults_by_kind']}")
+    terminalreporter.write_line(f"{'bad inputs by kind':>18}: {data['bad_inputs_by_kind']}")
+    out = os.environ.get(FIGURES_ENV)
+    if out:
+        Path(out).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+# ---- Ray -------------------------------------------------------------------------------------------
+def _init_ray() -> None:
+    import ray
+
+    from senet_dist.train.launcher import QUIET_ENV
+
+    if not ray.is_initialized():
+        # 2 training workers + Ray Train's controller on logical CPUs (the box has 2 cores).
+        ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": dict(QUIET_ENV)})
+
+
+@pytest.fixture(scope="session")
+def _ray_session():
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture()
+def ray_up(_ray_session):
+    """A local Ray shared by the session (started on first use, stopped at the end)."""
+    _init_ray()
+    import ray
+
+    return ray
+
+
+@pytest.fixture()
+def ray_down():
+    """No Ray in this process, so a test can assert that bad input never starts one."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    yield
+    assert not ray.is_initialized(), "the call under test started Ray"
+
+
+# ---- data ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def lfw_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """scikit-image's LFW subset, 40 images per class (real 25x25 faces / non-faces)."""
+    from senet_dist.data import fetch_dataset
+
+    return Path(fetch_dataset("lfw-subset", tmp_path_factory.mktemp("lfw") / "lfw", limit_per_class=40, num_procs=1))
+
+
+def shard(src: Path, out: Path, **overrides: Any) -> Path:
+    """Shard ``src`` with tiny-test settings; returns the version directory."""
+    from senet_dist.data import ShardConfig, shard_dataset
+
+    cfg = dict(resize_shorter=None, image_format="png", progress=False, num_procs=1, max_count=20) | overrides
+    return shard_dataset(src, out, ShardConfig(**cfg)).version_dir
+
+
+@pytest.fixture(scope="session")
+def lfw_version(lfw_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """80 LFW images as shards of <= 20 samples (train 64 -> 4 shards, val 8, test 8)."""
+    return shard(lfw_source, tmp_path_factory.mktemp("lfw-shards"))
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def tiny_train(**overrides: Any) -> dict[str, Any]:
+    """TrainConfig overrides for a light 2-worker CPU run of se_resnet_tiny."""
+    return {"model": "se_resnet_tiny", "epochs": 1, "batch_size": 8, "num_workers": 2, "loader_workers": 0,
+            "image_size": 32, "optimizer.lr": 0.05, "seed": 0, "max_failures": 0} | overrides
+
+
+def train_config(**overrides: Any):
+    from senet_dist.train import TrainConfig
+
+    return TrainConfig().with_overrides(tiny_train(**overrides))
+
+
+def cli(*args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``senet-dist ARGS`` as a user would (a fresh process, wide enough terminal not to matter)."""
+    exe = Path(PYTHON).with_name("senet-dist")
+    full_env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(env or {})}
+    full_env.pop("PREFECT_API_URL", None)
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
