@@ -69,23 +69,29 @@ def datasets_fetch(
 
 @app.command()
 def shard(
-    src: Annotated[Path, typer.Argument(help="ImageFolder root (one folder per class)")],
+    src: Annotated[Path, typer.Argument(help="ImageFolder root (one folder per class; or train/ + test/ of class folders)")],
     out: Annotated[Path, typer.Argument(help="Shards root; each dataset version gets its own directory")],
     val: Annotated[float, typer.Option(help="Validation fraction")] = 0.1,
     test: Annotated[float, typer.Option(help="Test fraction")] = 0.1,
     seed: Annotated[int, typer.Option(help="Split seed")] = 0,
-    resize_shorter: Annotated[Optional[int], typer.Option(help="Re-encode with this shorter side (e.g. 256)")] = None,
+    split_mode: Annotated[str, typer.Option(help="auto (honour train/ test/ folders), random or predefined")] = "auto",
+    resize_shorter: Annotated[Optional[int], typer.Option(help="Store images with this shorter side; 0 keeps originals")] = 256,
+    image_format: Annotated[str, typer.Option("--format", help="Stored format: jpg (GPU-decodable) or png")] = "jpg",
     quality: Annotated[int, typer.Option(help="JPEG quality when re-encoding")] = 90,
-    max_count: Annotated[int, typer.Option(help="Max samples per shard")] = 1000,
-    max_mb: Annotated[float, typer.Option(help="Max MB per shard")] = 256.0,
+    max_count: Annotated[int, typer.Option(help="Max samples per shard")] = 10_000,
+    max_mb: Annotated[float, typer.Option(help="Max MiB per shard")] = 256.0,
+    max_pixels: Annotated[int, typer.Option(help="Quarantine images with more pixels (decompression bombs)")] = 64_000_000,
     procs: Annotated[Optional[int], typer.Option(help="Encoding processes (default: CPU count, max 8)")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
 ) -> None:
     """Shard an ImageFolder into WebDataset tars + a Parquet manifest (no-op when the data is unchanged)."""
     from senet_dist.data import ShardConfig, shard_dataset
 
     try:
-        cfg = ShardConfig(val_frac=val, test_frac=test, seed=seed, resize_shorter=resize_shorter, jpeg_quality=quality,
-                          max_count=max_count, max_bytes=int(max_mb * 1e6), num_procs=procs)
+        cfg = ShardConfig(val_frac=val, test_frac=test, seed=seed, split_mode=split_mode,
+                          resize_shorter=resize_shorter or None, image_format=image_format, jpeg_quality=quality,
+                          max_count=max_count, max_bytes=int(max_mb * 1024**2), max_pixels=max_pixels, num_procs=procs,
+                          progress=progress)
         result = shard_dataset(src, out, cfg)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)

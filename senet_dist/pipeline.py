@@ -28,6 +28,7 @@ from senet_dist.data import (
     list_datasets,
     shard_dataset,
 )
+from senet_dist.data.shard import HASH_CACHE_NAME
 from senet_dist.storage import download_dir, is_local, join, read_bytes, tree_bytes, upload_dir
 from senet_dist.train.checkpoint import CHECKPOINT_FILE, META_FILE
 
@@ -124,7 +125,8 @@ def data_changed(data: str, shards: str, shard_overrides: dict[str, Any]) -> tup
     """Whether the source's fingerprint differs from the newest dataset version under ``shards`` (cheap: no encoding)."""
     shards_root = Path(shards).expanduser().resolve()
     src = resolve_source(data, shards_root.parent / "sources")
-    fingerprint = fingerprint_source(src, shard_config(shard_overrides))
+    cache = shards_root / HASH_CACHE_NAME if shards_root.is_dir() else None
+    fingerprint = fingerprint_source(src, shard_config(shard_overrides), cache_path=cache)
     latest = latest_version(shards_root)
     return latest is None or DatasetInfo.load(latest).fingerprint != fingerprint, fingerprint
 

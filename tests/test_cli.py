@@ -1,0 +1,54 @@
+"""The ``senet-dist`` console script: help everywhere, clear one-line errors (exit 2), real commands on tiny data."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from senet_dist.cli import app
+
+runner = CliRunner()
+COMMANDS = [[], ["models"], ["datasets"], ["datasets", "list"], ["datasets", "fetch"], ["shard"], ["train"],
+            ["evaluate"], ["report"], ["run"]]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
+def test_every_command_has_help(cmd):
+    result = runner.invoke(app, [*cmd, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_models_table_and_unknown_model():
+    result = runner.invoke(app, ["models", "se_resnet_tiny", "se_resnet50"])
+    assert result.exit_code == 0, result.output
+    assert "se_resnet_tiny" in result.output and "28,088,024" in result.output
+    bad = runner.invoke(app, ["models", "se_resnet9000"])
+    assert bad.exit_code == 2
+    assert "unknown model" in bad.output and "se_resnet18" in bad.output and "Traceback" not in bad.output
+
+
+def test_shard_fetch_and_report_roundtrip(tmp_path):
+    src = tmp_path / "lfw"
+    assert runner.invoke(app, ["datasets", "fetch", "lfw-subset", str(src), "--limit-per-class", "10"]).exit_code == 0
+    first = runner.invoke(app, ["shard", str(src), str(tmp_path / "shards"), "--max-count", "5", "--no-progress"])
+    assert first.exit_code == 0, first.output
+    assert "new version" in first.output
+    again = runner.invoke(app, ["shard", str(src), str(tmp_path / "shards"), "--max-count", "5", "--no-progress"])
+    assert again.exit_code == 0 and "unchanged" in again.output
+    empty = runner.invoke(app, ["report", "--artifacts", str(tmp_path / "artifacts")])
+    assert empty.exit_code == 0
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path):
+    missing = runner.invoke(app, ["shard", str(tmp_path / "nope"), str(tmp_path / "out"), "--no-progress"])
+    assert missing.exit_code == 2 and "error:" in missing.output and "Traceback" not in missing.output
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(app, ["shard", str(tmp_path / "empty"), str(tmp_path / "out"), "--no-progress"])
+    assert empty.exit_code == 2 and "error:" in empty.output
+    unknown = runner.invoke(app, ["datasets", "fetch", "imagenet", str(tmp_path / "x")])
+    assert unknown.exit_code == 2 and "lfw-subset" in unknown.output
+    no_data = runner.invoke(app, ["train", "--model", "se_resnet_tiny", "--data", str(tmp_path)])
+    assert no_data.exit_code == 2 and "dataset.json" in no_data.output and "Traceback" not in no_data.output
+    bad_set = runner.invoke(app, ["train", "--model", "se_resnet_tiny", "--data", str(tmp_path), "--set", "epochs"])
+    assert bad_set.exit_code == 2 and "key=value" in bad_set.output
