@@ -49,8 +49,8 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
     comp = build_components(cfg, info.num_classes, device, steps, wrap=ray.train.torch.prepare_model)
     run = _resume(comp)
     for epoch in range(run["epoch"] + 1, cfg.epochs + 1):
-        hook = fault_hook(rank, epoch, cfg.fault_kill_rank, cfg.fault_kill_epoch,
-                          cfg.fault_kill_after_steps, cfg.fault_marker)
+        hook = fault_hook(rank, epoch, cfg.fault_kill_rank, cfg.fault_kill_epoch, cfg.fault_kill_after_steps,
+                          cfg.fault_marker, before_kill=_wait_for_reported_checkpoints)
         start, lr = time.perf_counter(), comp.optimizer.param_groups[0]["lr"]  # lr this epoch starts at
         tr = train_epoch(comp.model, loader("train", epoch, True), comp.criterion, comp.optimizer,
                          comp.scheduler, comp.opts, on_step=hook).reduce()
@@ -77,6 +77,10 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
         _report(metrics, comp, cfg, info, run, rank)
         if stop:
             break
+
+
+def _wait_for_reported_checkpoints() -> None:
+    ray.train.get_all_reported_checkpoints(timeout_s=60)
 
 
 def should_stop(run: dict[str, Any], val_acc: float, patience: int | None) -> bool:
