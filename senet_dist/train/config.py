@@ -292,4 +292,4 @@ def _to_scalar(name: str, typ: type, v: Any) -> Any:
         raise ConfigError(f"{name}: expected {typ.__name__}, got {v!r}") from None
 
 
-__all__ = ["ConfigError", "OptimizerConfig", "ScheduleConfig", "TrainConfig"]
+__all__ = ["ConfigError", "OptimizerConfig", "ScheduleConfig", "TrainConfig", "parse_overrides"]

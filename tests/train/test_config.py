@@ -131,3 +131,12 @@ def test_cli_helpers_resolve_data_and_layer_config(tmp_path) -> None:
     version.mkdir()
     (version / "dataset.json").write_text("{}")
     assert resolve_data_dir(version) == version
+
+
+def test_parse_overrides_for_the_cli() -> None:
+    from senet_dist.train.config import parse_overrides
+
+    assert parse_overrides(["epochs=3", "lr=1e-2", "patience=null", "model_kwargs={width: 8}"]) == {
+        "epochs": 3, "lr": "1e-2", "patience": None, "model_kwargs": {"width": 8}}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["epochs"])
