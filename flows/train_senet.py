@@ -88,8 +88,8 @@ def train_senet(
     ``train`` overrides TrainConfig fields for every variant (``{"epochs": 3, "lr": 0.05}``); ``model_kwargs``
     maps a variant to its constructor kwargs (``{"se_resnet18": {"stem": "cifar"}}``).
 
-    Ends early in state ``Unchanged`` when the data and every variant's completed run are already recorded,
-    unless ``force``. ``concurrent`` submits variants together (when the Ray cluster has room for them).
+    Ends early in state ``Unchanged`` when every variant already has a completed run on the same data with the
+    same training config, unless ``force``. ``concurrent`` submits variants together (when the Ray cluster has room for them).
     """
     logger = get_run_logger()
     cfg = PipelineConfig(data=data, variants=list(variants), shards=shards, train=train or {},
@@ -98,7 +98,7 @@ def train_senet(
         cfg.artifacts = artifacts  # else SENET_ARTIFACTS, else ./artifacts
     cfg.validate()
     dataset = shard_task(cfg)
-    todo = variants_to_train(ArtifactStore(cfg.artifacts_abs), dataset["fingerprint"], cfg.variants, force)
+    todo = variants_to_train(ArtifactStore(cfg.artifacts_abs), dataset["fingerprint"], cfg)
     if not todo:
         logger.info("dataset %s unchanged and every variant trained: nothing to do", dataset["fingerprint"][:12])
         return Completed(name="Unchanged", message="data unchanged; every variant already trained")

@@ -17,10 +17,18 @@ logs="$PREFECT_HOME/logs"; mkdir -p "$logs"
 
 healthy() { python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$PREFECT_API_URL/health" >/dev/null 2>&1; }
 server_pid=""; worker_pid=""
+stop() {  # SIGTERM, up to 10 s to exit, then SIGKILL (a Prefect 3.8 worker can ignore SIGTERM after a run)
+  local pid=$1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
 cleanup() {
   # Stop the worker before the server: a worker whose server is gone hangs on SIGTERM.
-  [ -n "$worker_pid" ] && kill "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null || true
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+  stop "$worker_pid"
+  stop "$server_pid"
 }
 trap cleanup EXIT
 

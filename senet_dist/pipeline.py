@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,16 +154,21 @@ def _dataset_recorded(store: ArtifactStore, fingerprint: str) -> bool:
     return fingerprint in set(table.column("fingerprint").to_pylist()) if table.num_rows else False
 
 
-def variants_to_train(store: ArtifactStore, fingerprint: str, variants: list[str], force: bool) -> list[str]:
-    """Variants without a completed run on this dataset fingerprint (all of them when ``force``)."""
-    if force:
-        return list(variants)
+def variants_to_train(store: ArtifactStore, fingerprint: str, cfg: PipelineConfig) -> list[str]:
+    """Variants without a completed run on this dataset fingerprint with the same training config (all when forced)."""
+    if cfg.force:
+        return list(cfg.variants)
     done = {
-        row["variant"]
+        (row["variant"], row["config_json"])
         for row in store.runs_latest().to_pylist()
         if row["dataset_fingerprint"] == fingerprint and row["status"] == "completed"
     }
-    return [v for v in variants if v not in done]
+    return [v for v in cfg.variants if (v, config_json(cfg.train_config(v))) not in done]
+
+
+def config_json(train_cfg: "TrainConfig") -> str:
+    """Canonical JSON of a training config: what the runs table records and the skip decision compares."""
+    return json.dumps(train_cfg.to_dict(), sort_keys=True)
 
 
 def new_run_id(variant: str, flow_run_id: str | None = None) -> str:
@@ -188,7 +193,7 @@ def train_variant(
     train_cfg = cfg.train_config(variant).validate(version_dir)
     started = _now()
     base_row = {
-        "run_id": run_id, "flow_run_id": flow_run_id, "variant": variant, "config_json": json.dumps(asdict(train_cfg)),
+        "run_id": run_id, "flow_run_id": flow_run_id, "variant": variant, "config_json": config_json(train_cfg),
         "dataset_version": info.version, "dataset_fingerprint": info.fingerprint, "started_at": started,
     }
     store.append("runs", [{**base_row, "status": "running", "updated_at": started}])

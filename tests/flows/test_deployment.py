@@ -71,7 +71,7 @@ def prefect_server(tmp_path):
         for p in procs:  # worker first: a worker whose server is gone hangs on SIGTERM
             p.terminate()
             try:
-                p.wait(timeout=30)
+                p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
 

@@ -1,0 +1,66 @@
+"""Pipeline decisions that need no training: what to retrain, config validation, source resolution."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from senet_dist.artifacts import ArtifactStore
+from senet_dist.pipeline import PipelineConfig, config_json, new_run_id, resolve_source, variants_to_train
+
+
+def _record(store: ArtifactStore, cfg: PipelineConfig, variant: str, fingerprint: str, status: str) -> None:
+    now = datetime.now(timezone.utc)
+    store.append("runs", [{"run_id": f"{variant}-{status}-{fingerprint}", "variant": variant, "status": status,
+                           "config_json": config_json(cfg.train_config(variant)), "dataset_version": "v0001-x",
+                           "dataset_fingerprint": fingerprint, "started_at": now, "updated_at": now}])
+
+
+def test_variants_to_train_skips_only_identical_completed_runs(tmp_path):
+    store = ArtifactStore(str(tmp_path / "a"))
+    cfg = PipelineConfig(variants=["se_resnet_tiny", "se_resnet18"], train={"epochs": 2})
+    assert variants_to_train(store, "fp1", cfg) == ["se_resnet_tiny", "se_resnet18"]
+    _record(store, cfg, "se_resnet_tiny", "fp1", "completed")
+    _record(store, cfg, "se_resnet18", "fp1", "failed")
+    assert variants_to_train(store, "fp1", cfg) == ["se_resnet18"]  # failed runs are retried
+    assert variants_to_train(store, "fp2", cfg) == ["se_resnet_tiny", "se_resnet18"]  # new data
+    changed = PipelineConfig(variants=cfg.variants, train={"epochs": 3})
+    assert variants_to_train(store, "fp1", changed) == ["se_resnet_tiny", "se_resnet18"]  # new config
+    kwargs = PipelineConfig(variants=cfg.variants, train={"epochs": 2}, model_kwargs={"se_resnet_tiny": {"width": 8}})
+    assert "se_resnet_tiny" in variants_to_train(store, "fp1", kwargs)
+    forced = PipelineConfig(variants=cfg.variants, train={"epochs": 2}, force=True)
+    assert variants_to_train(store, "fp1", forced) == cfg.variants
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"variants": ["se_resnet_9000"]}, "valid names"),
+        ({"variants": []}, "at least one"),
+        ({"variants": ["se_resnet_tiny", "se_resnet_tiny"]}, "duplicates"),
+        ({"model_kwargs": {"se_resnet50": {}}}, "not trained"),
+        ({"shard": {"max_cnt": 3}}, "unknown shard option"),
+        ({"train": {"epochs": 0}}, "epochs"),
+        ({"train": {"batch_size": 1, "num_workers": 2}}, "batch_size"),
+        ({"data": "/nonexistent/images"}, "neither an ImageFolder"),
+        ({"data": "lfw-subset:many"}, "NAME:IMAGES_PER_CLASS"),
+    ],
+)
+def test_bad_pipeline_config_fails_fast(kwargs, match):
+    cfg = PipelineConfig(**{"variants": ["se_resnet_tiny"], **kwargs})
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        cfg.validate()
+
+
+def test_builtin_dataset_spec_with_limit(tmp_path):
+    src = resolve_source("lfw-subset:5", tmp_path)
+    assert sorted(p.name for p in src.iterdir() if p.is_dir()) == ["face", "non_face"]
+    assert all(len(list((src / c).iterdir())) == 5 for c in ("face", "non_face"))
+    assert resolve_source(str(src), tmp_path) == src.resolve()
+
+
+def test_run_id_is_stable_per_flow_run_so_retries_resume():
+    flow_run = "0f4c2b9e-1111-2222-3333-444455556666"
+    assert new_run_id("se_resnet18", flow_run) == new_run_id("se_resnet18", flow_run) == "se_resnet18-0f4c2b9e"
+    assert new_run_id("se_resnet18") != new_run_id("se_resnet18")
