@@ -89,6 +89,16 @@ def resolve_filesystem(location: str | os.PathLike[str]) -> tuple[pafs.FileSyste
     return fs, path.rstrip("/") or path
 
 
+def uri_for(location: str | os.PathLike[str], path: str) -> str:
+    """The location of ``path`` (a path inside ``location``'s filesystem) in ``location``'s own form:
+    a plain path stays a path; a URI keeps its scheme and query (e.g. an S3 endpoint override)."""
+    loc = str(location)
+    if is_local(loc):
+        return path
+    parts = urlsplit(loc)
+    return f"{parts.scheme}://{path.lstrip('/')}" + (f"?{parts.query}" if parts.query else "")
+
+
 def join(location: str | os.PathLike[str], *parts: str) -> str:
     """Join path segments onto a local path or URI, keeping a URI's query string at the end."""
     loc = str(location)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from senet_dist.storage import is_local, resolve_filesystem, uri_for
 from senet_dist.train.checkpoint import META_FILE
 from senet_dist.train.config import ConfigError, TrainConfig
 
@@ -86,7 +87,8 @@ def fit(
     from senet_dist.train.worker import train_func_per_worker
 
     cfg = cfg.with_overrides({"model": variant}).validate(version_dir)
-    storage = _storage_uri(storage_path)
+    ray_path, ray_fs = _ray_storage(storage_path)
+    storage = ray_path if ray_fs is None else str(storage_path)  # how results name their checkpoints
     name = run_name or default_run_name(variant)
     started_ray = ensure_ray(ray_address)
     start = time.perf_counter()
@@ -100,7 +102,8 @@ def fit(
             ),
             run_config=RunConfig(
                 name=name,
-                storage_path=storage,
+                storage_path=ray_path,
+                storage_filesystem=ray_fs,
                 checkpoint_config=CheckpointConfig(
                     num_to_keep=cfg.keep_best_n,
                     checkpoint_score_attribute="val_acc",
@@ -122,13 +125,16 @@ def fit(
             ray.shutdown()
 
 
-def _storage_uri(storage_path: str | Path) -> str:
+def _ray_storage(storage_path: str | Path) -> tuple[str, Any]:
+    """(path Ray sees, pyarrow filesystem or None). Object stores get an explicit filesystem built by
+    :func:`senet_dist.storage.resolve_filesystem`, because pyarrow alone ignores AWS_ENDPOINT_URL (MinIO)."""
     s = str(storage_path)
-    if "://" in s:
-        return s
-    p = Path(s).expanduser().resolve()
-    p.mkdir(parents=True, exist_ok=True)
-    return str(p)
+    if is_local(s):
+        p = Path(s.removeprefix("file://")).expanduser().resolve()
+        p.mkdir(parents=True, exist_ok=True)
+        return str(p), None
+    fs, path = resolve_filesystem(s)
+    return path, fs
 
 
 def _summarise(result: Any, error: BaseException | None, name: str, storage: str, variant: str, wall: float) -> FitResult:
@@ -141,9 +147,9 @@ def _summarise(result: Any, error: BaseException | None, name: str, storage: str
         run_name=name,
         storage_path=storage,
         history=history,
-        best_checkpoint=best[0][0].path if best else None,
-        last_checkpoint=last.path if last is not None else None,
-        checkpoints=[c.path for c, _ in best],
+        best_checkpoint=uri_for(storage, best[0][0].path) if best else None,
+        last_checkpoint=uri_for(storage, last.path) if last is not None else None,
+        checkpoints=[uri_for(storage, c.path) for c, _ in best],
         error=None if error is None else f"{type(error).__name__}: {error}",
         wall_s=wall,
         num_params=meta.get("num_params"),
