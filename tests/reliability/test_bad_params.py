@@ -121,3 +121,21 @@ def test_flow_bad_params_fail_before_any_worker(ray_down, lfw_source: Path, tmp_
             with pytest.raises(exc, match=needle):
                 state.result()
             assert not (tmp_path / "artifacts").exists(), kwargs  # no tables, no Ray storage
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.xfail(strict=True, reason="BUG: a non-ASCII run name crashes Ray Train's controller (metric tags are ASCII)")
+def test_unicode_run_name_is_trained_or_rejected_before_ray(ray_down, lfw_version: Path, tmp_path: Path,
+                                                            figures) -> None:
+    from senet_dist.train import ConfigError, fit
+
+    from .conftest import train_config
+
+    figures.bad_input("odd-name")
+    try:
+        result = fit("se_resnet_tiny", lfw_version, train_config(), storage_path=tmp_path / "runs", run_name="run ü")
+    except ConfigError:
+        assert not (tmp_path / "runs").exists()
+        return
+    assert result.error is None, result.error
