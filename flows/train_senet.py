@@ -17,11 +17,12 @@ from prefect.futures import wait
 from prefect.states import Completed, Failed
 
 from senet_dist.artifacts import ArtifactStore
+from senet_dist.data import DatasetInfo
 from senet_dist.pipeline import (
     DEFAULT_VARIANTS,
     PipelineConfig,
-    new_run_id,
     prepare_dataset,
+    run_id_for,
     train_variant,
     variants_to_train,
 )
@@ -34,11 +35,12 @@ def shard_task(cfg: PipelineConfig) -> dict[str, Any]:
             "counts": dict(result.counts), "rejected": result.num_rejected}
 
 
+# A retry (or a later flow run after a killed driver) reuses the run id, so Ray Train resumes from the checkpoint.
 @task(name="train-variant", task_run_name="train-{variant}", retries=1, retry_delay_seconds=5)
 def train_task(variant: str, version_dir: str, cfg: PipelineConfig, flow_run_id: str) -> dict[str, Any]:
-    run_id = new_run_id(variant, flow_run_id)
-    return train_variant(variant, Path(version_dir), cfg, ArtifactStore(cfg.artifacts_abs),
-                         run_id=run_id, flow_run_id=flow_run_id)
+    store = ArtifactStore(cfg.artifacts_abs)
+    run_id = run_id_for(store, variant, DatasetInfo.load(version_dir).fingerprint, cfg, flow_run_id)
+    return train_variant(variant, Path(version_dir), cfg, store, run_id=run_id, flow_run_id=flow_run_id)
 
 
 @task(name="publish")

@@ -171,6 +171,21 @@ def config_json(train_cfg: "TrainConfig") -> str:
     return json.dumps(train_cfg.to_dict(), sort_keys=True)
 
 
+def run_id_for(store: ArtifactStore, variant: str, fingerprint: str, cfg: PipelineConfig,
+               flow_run_id: str | None = None) -> str:
+    """Resume before restarting: the newest unfinished run (``running`` when its driver was killed, or ``failed``)
+    of this variant on the same data and config keeps its id, so Ray Train continues from its last checkpoint."""
+    wanted = config_json(cfg.train_config(variant))
+    unfinished = [
+        row for row in store.runs_latest().to_pylist()
+        if row["variant"] == variant and row["dataset_fingerprint"] == fingerprint
+        and row["config_json"] == wanted and row["status"] in ("running", "failed")
+    ]
+    if unfinished:
+        return max(unfinished, key=lambda r: r["updated_at"])["run_id"]
+    return new_run_id(variant, flow_run_id)
+
+
 def new_run_id(variant: str, flow_run_id: str | None = None) -> str:
     """Deterministic per (flow run, variant) so a Prefect retry resumes the same Ray Train run from its checkpoint."""
     suffix = flow_run_id.split("-")[0] if flow_run_id else uuid.uuid4().hex[:8]

@@ -7,7 +7,14 @@ from datetime import datetime, timezone
 import pytest
 
 from senet_dist.artifacts import ArtifactStore
-from senet_dist.pipeline import PipelineConfig, config_json, new_run_id, resolve_source, variants_to_train
+from senet_dist.pipeline import (
+    PipelineConfig,
+    config_json,
+    new_run_id,
+    resolve_source,
+    run_id_for,
+    variants_to_train,
+)
 
 
 def _record(store: ArtifactStore, cfg: PipelineConfig, variant: str, fingerprint: str, status: str) -> None:
@@ -64,3 +71,16 @@ def test_run_id_is_stable_per_flow_run_so_retries_resume():
     flow_run = "0f4c2b9e-1111-2222-3333-444455556666"
     assert new_run_id("se_resnet18", flow_run) == new_run_id("se_resnet18", flow_run) == "se_resnet18-0f4c2b9e"
     assert new_run_id("se_resnet18") != new_run_id("se_resnet18")
+
+
+def test_interrupted_run_is_resumed_by_id(tmp_path):
+    store = ArtifactStore(str(tmp_path / "a"))
+    cfg = PipelineConfig(variants=["se_resnet_tiny"], train={"epochs": 2})
+    fresh = run_id_for(store, "se_resnet_tiny", "fp1", cfg, "abcdef12-0000")
+    assert fresh == "se_resnet_tiny-abcdef12"
+    _record(store, cfg, "se_resnet_tiny", "fp1", "running")  # its driver was killed mid-run
+    resumed = run_id_for(store, "se_resnet_tiny", "fp1", cfg, "99999999-0000")
+    assert resumed == "se_resnet_tiny-running-fp1"
+    assert run_id_for(store, "se_resnet_tiny", "fp2", cfg, "99999999-0000") == "se_resnet_tiny-99999999"
+    other = PipelineConfig(variants=["se_resnet_tiny"], train={"epochs": 3})
+    assert run_id_for(store, "se_resnet_tiny", "fp1", other, "99999999-0000") == "se_resnet_tiny-99999999"
