@@ -1,0 +1,243 @@
+"""Orchestration overhead of the ``train-senet`` flow: flow wall time minus the time spent actually training.
+
+Runs the real flow in-process against a temporary Prefect server (SQLite, ``prefect_test_harness``) on a small
+LFW subset, with real Ray (2 workers, gloo) and real tables. Driver-side steps are timed by thin wrappers around
+the real functions (nothing is mocked); per-epoch training time comes from the ``epochs`` table and the
+per-variant wall time from the ``runs`` table (``senet_dist.artifacts.ArtifactStore``).
+
+Modes: ``per-variant`` is the flow as shipped (``fit`` starts and stops a local Ray for every variant);
+``shared`` starts Ray once before the flow, so ``fit`` joins it (what a long-lived cluster or a flow-level
+``ray.init`` would give).
+
+    .venv/bin/python benchmarks/orchestration.py [--modes per-variant,shared] [--repeats 1] [--per-class 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+for _k, _v in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "RAY_AUTH_MODE": "disabled",
+               "RAY_USAGE_STATS_ENABLED": "0", "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
+    os.environ.setdefault(_k, _v)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # flows/ is a top-level package of the repo
+
+VARIANTS = ["se_resnet_tiny", "se_resnet18"]
+MODEL_KWARGS = {"se_resnet18": {"stem": "cifar", "width": 8}}  # a second tiny variant (~0.2 M params)
+TRAIN = {"epochs": 1, "num_workers": 2, "batch_size": 8, "image_size": 32, "loader_workers": 0}
+SHARD = {"max_count": 8}
+
+# (label, module path, attribute): real driver-side functions whose time the breakdown reports.
+PROBES = [
+    ("shard (fetch + shard_dataset + datasets row)", "flows.train_senet", "prepare_dataset"),
+    ("Ray init (ensure_ray)", "senet_dist.train.launcher", "ensure_ray"),
+    ("Ray Train TorchTrainer.fit", "ray.train.torch", "TorchTrainer.fit"),
+    ("Ray shutdown", "ray", "shutdown"),
+    ("evaluate_checkpoint (test split)", "senet_dist.evaluate", "evaluate_checkpoint"),
+    ("plots (confusion matrix + curves)", "senet_dist.plots", "plot_confusion_matrix"),
+    ("plots (confusion matrix + curves)", "senet_dist.plots", "plot_curves"),
+    ("table writes (ArtifactStore.append)", "senet_dist.artifacts", "ArtifactStore.append"),
+    ("table reads (ArtifactStore.read)", "senet_dist.artifacts", "ArtifactStore.read"),
+]
+
+
+class Probes:
+    """Wraps the PROBES in place for the duration of a context and sums each label's *self* time.
+
+    Nested probes (a table write inside the shard step) are charged to the innermost one only, so the labels
+    add up to the probed total without double counting.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._stack: list[list[float]] = []  # [child seconds] per open probe
+
+    def _wrap(self, label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._stack.append([0.0])
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - start
+                child = self._stack.pop()[0]
+                self.seconds[label] += elapsed - child
+                self.calls[label] += 1
+                if self._stack:
+                    self._stack[-1][0] += elapsed
+        return timed
+
+    @contextmanager
+    def installed(self) -> Iterator[Probes]:
+        import importlib
+
+        undo = []
+        for label, module, attr in PROBES:
+            owner: Any = importlib.import_module(module)
+            *parents, name = attr.split(".")
+            for part in parents:
+                owner = getattr(owner, part)
+            own = name in vars(owner)
+            original = getattr(owner, name)
+            setattr(owner, name, self._wrap(label, original))
+            undo.append((owner, name, original, own))
+        try:
+            yield self
+        finally:
+            for owner, name, original, own in reversed(undo):
+                if own:
+                    setattr(owner, name, original)
+                else:
+                    delattr(owner, name)  # inherited: drop the wrapper, the base class's method shows again
+
+
+def run_flow(mode: str, workdir: Path, per_class: int) -> dict[str, Any]:
+    """One flow run on a fresh shards/artifacts directory; returns timings and the tables' training times."""
+    import ray
+
+    from flows.train_senet import train_senet
+    from senet_dist.artifacts import ArtifactStore
+
+    probes = Probes()
+    with probes.installed():
+        start = time.perf_counter()
+        if mode == "shared":
+            ensure_ray = getattr(sys.modules["senet_dist.train.launcher"], "ensure_ray")  # the probed one
+            ensure_ray()
+        try:
+            state = train_senet(data=f"lfw-subset:{per_class}", variants=VARIANTS, shards=str(workdir / "shards"),
+                                artifacts=str(workdir / "artifacts"), train=TRAIN, model_kwargs=MODEL_KWARGS,
+                                shard=SHARD, force=True, return_state=True)
+        finally:
+            if mode == "shared":
+                ray.shutdown()
+        wall = time.perf_counter() - start
+    if not state.is_completed():
+        raise RuntimeError(f"flow run ended {state.type}: {state.message}")
+    store = ArtifactStore(workdir / "artifacts")
+    runs = [r for r in store.runs_latest().to_pylist() if r["status"] == "completed"]
+    epochs = store.read("epochs").to_pylist()
+    if len(runs) != len(VARIANTS):
+        raise RuntimeError(f"expected {len(VARIANTS)} completed runs, found {len(runs)}")
+    return {
+        "mode": mode,
+        "flow_wall": wall,  # shared mode: includes the one Ray start and stop around the flow
+        "runs_wall": sum(r["wall_seconds"] for r in runs),
+        "epoch_seconds": sum(e["epoch_seconds"] for e in epochs),
+        "seconds": dict(probes.seconds),
+        "calls": dict(probes.calls),
+    }
+
+
+def ray_train_floor(workdir: Path) -> dict[str, float]:
+    """Fixed Ray costs without our code: local Ray start/stop, and a 2-worker TorchTrainer whose train function
+    does nothing (worker group + controller + gloo process group), or only imports our worker module."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from senet_dist.train.launcher import ensure_ray
+
+    def train_func(config: dict[str, Any]) -> None:  # local function: cloudpickled by value to the workers
+        if config["imports"]:
+            import senet_dist.train.worker  # noqa: F401  (torch, torchvision, ray.train.torch, our models)
+
+    out: dict[str, float] = {}
+    start = time.perf_counter()
+    ensure_ray()
+    out["ray.init (local, 2 CPUs)"] = time.perf_counter() - start
+    for label, imports in (("TorchTrainer.fit, no-op train func", False),
+                           ("TorchTrainer.fit, train func imports senet_dist.train.worker", True)):
+        trainer = TorchTrainer(train_func, train_loop_config={"imports": imports},
+                               torch_config=TorchConfig(backend="gloo"), scaling_config=ScalingConfig(num_workers=2),
+                               run_config=RunConfig(name=f"noop-{imports}-{time.time_ns()}",
+                                                    storage_path=str(workdir / "ray")))
+        start = time.perf_counter()
+        trainer.fit()
+        out[label] = time.perf_counter() - start
+    start = time.perf_counter()
+    ray.shutdown()
+    out["ray.shutdown"] = time.perf_counter() - start
+    return out
+
+
+def _median(rows: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def print_tables(results: dict[str, list[dict[str, Any]]], server_start: list[float], per_class: int,
+                 floors: list[dict[str, float]]) -> None:
+    n = len(VARIANTS)
+    print(f"\n# train-senet flow: {n} variants {VARIANTS} on lfw-subset:{per_class} (2 classes), {TRAIN}; "
+          f"{os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d')}; medians of {len(next(iter(results.values())))} run(s)")
+    print(f"Prefect temporary server start (prefect_test_harness, once): {statistics.median(server_start):.1f} s\n")
+    print("| mode | flow wall s | sum runs.wall_seconds | sum epochs.epoch_seconds | overhead vs runs / variant |"
+          " overhead vs epochs / variant |")
+    print("|---|---|---|---|---|---|")
+    for mode, rows in results.items():
+        wall, runs, ep = _median(rows, "flow_wall"), _median(rows, "runs_wall"), _median(rows, "epoch_seconds")
+        print(f"| {mode} | {wall:.1f} | {runs:.1f} | {ep:.1f} | {(wall - runs) / n:.1f} | {(wall - ep) / n:.1f} |")
+    print("\nBreakdown of the flow wall time (driver-side, seconds, median; 'calls' from the first run):")
+    labels = list(dict.fromkeys(label for label, _, _ in PROBES))
+    modes = list(results)
+    print("| step | " + " | ".join(modes) + " | calls |")
+    print("|---|" + "---|" * len(modes) + "---|")
+    for label in labels:
+        cells = [f"{statistics.median(r['seconds'].get(label, 0.0) for r in rows):.1f}" for rows in results.values()]
+        calls = next(iter(results.values()))[0]["calls"].get(label, 0)
+        print(f"| {label} | " + " | ".join(cells) + f" | {calls} |")
+    derived = {
+        "  of which in-worker epochs (train + val)": lambda r: r["epoch_seconds"],
+        "  of which Ray Train outside epochs (worker group, DDP, checkpoints)":
+            lambda r: r["seconds"].get("Ray Train TorchTrainer.fit", 0.0) - r["epoch_seconds"],
+        "Prefect + everything not probed": lambda r: r["flow_wall"] - sum(r["seconds"].values()),
+    }
+    for label, fn in derived.items():
+        cells = [f"{statistics.median(fn(r) for r in rows):.1f}" for rows in results.values()]
+        print(f"| {label} | " + " | ".join(cells) + " | |")
+    print(f"\nRay fixed costs without our training code (median of {len(floors)}):")
+    print("| step | seconds |\n|---|---|")
+    for label in floors[0]:
+        print(f"| {label} | {statistics.median(f[label] for f in floors):.1f} |")
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--modes", default="per-variant,shared")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--per-class", type=int, default=24, help="LFW-subset images per class (max 100)")
+    a = p.parse_args(argv)
+    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    if not modes or set(modes) - {"per-variant", "shared"} or a.repeats < 1:
+        p.error("--modes takes per-variant and/or shared; --repeats >= 1")
+    from prefect.testing.utilities import prefect_test_harness
+
+    results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    floors: list[dict[str, float]] = []
+    start = time.perf_counter()
+    with prefect_test_harness(server_startup_timeout=180):
+        server_start = [time.perf_counter() - start]
+        for _ in range(a.repeats):
+            for mode in modes:  # interleaved, so background load hits both modes alike
+                with tempfile.TemporaryDirectory(prefix="senet-orch-") as tmp:
+                    results[mode].append(run_flow(mode, Path(tmp), a.per_class))
+            with tempfile.TemporaryDirectory(prefix="senet-orch-") as tmp:
+                floors.append(ray_train_floor(Path(tmp)))
+    print_tables(results, server_start, a.per_class, floors)
+    return results
+
+
+if __name__ == "__main__":
+    main()
