@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from senet_dist.data import LoaderConfig, ShardConfig, make_loader, shard_dataset  # noqa: E402
-from senet_dist.train.components import build_components  # noqa: E402
-from senet_dist.train.config import TrainConfig  # noqa: E402
-from senet_dist.train.loops import to_device, train_step  # noqa: E402
+from senet_dist.data import LoaderConfig, ShardConfig, make_loader, shard_dataset
+from senet_dist.train.components import build_components
+from senet_dist.train.config import TrainConfig
+from senet_dist.train.loops import to_device, train_step
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

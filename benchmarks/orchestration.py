@@ -114,7 +114,7 @@ def run_flow(mode: str, workdir: Path, per_class: int) -> dict[str, Any]:
     with probes.installed():
         start = time.perf_counter()
         if mode == "shared":
-            ensure_ray = getattr(sys.modules["senet_dist.train.launcher"], "ensure_ray")  # the probed one
+            ensure_ray = sys.modules["senet_dist.train.launcher"].ensure_ray  # the probed one
             ensure_ray()
         try:
             state = train_senet(data=f"lfw-subset:{per_class}", variants=VARIANTS, shards=str(workdir / "shards"),

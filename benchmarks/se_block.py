@@ -13,6 +13,7 @@ shared: CPU seconds are what the step costs, wall seconds also count time other 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -87,6 +88,12 @@ def timed(fn: Callable[[], Any], iters: int) -> tuple[float, float]:
     return 1000 * (time.thread_time() - c0) / iters, 1000 * (time.perf_counter() - w0) / iters
 
 
+def _tail_step(gate_fn: Callable[..., torch.Tensor], combine: Callable[..., torch.Tensor], x: torch.Tensor,
+               sc: torch.Tensor, ws: list[torch.Tensor], grad: torch.Tensor) -> None:
+    y = x * 1.0  # the SE input is a non-leaf, as in the network
+    combine(y, gate_fn(y, *ws), sc * 1.0).relu_().backward(grad)
+
+
 def se_table(batch: int, size: int, repeats: int, iters: int) -> None:
     stages = [(256, size // 4), (512, size // 8), (1024, size // 16), (2048, size // 32)]
     print(f"\n## 1. SE + residual add + ReLU (block tail) fwd+bwd, batch {batch}, se_resnet50 stage shapes at {size} px input "
@@ -106,10 +113,7 @@ def se_table(batch: int, size: int, repeats: int, iters: int) -> None:
                       torch.zeros(c, device=d, requires_grad=True)]
                 sc = torch.randn(batch, c, h, h, device=d).contiguous(memory_format=fmt).requires_grad_()
                 grad = torch.randn(batch, c, h, h, device=d).contiguous(memory_format=fmt)
-
-                def step() -> None:
-                    y = x * 1.0  # the SE input is a non-leaf, as in the network
-                    combine(y, gate_fn(y, *ws), sc * 1.0).relu_().backward(grad)
+                step = functools.partial(_tail_step, gate_fn, combine, x, sc, ws, grad)
                 runs = [timed(step, iters) for _ in range(repeats)]
                 cpu, wall = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
                 cells.append(f"{cpu:.3f} / {wall:.3f}")
