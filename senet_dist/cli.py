@@ -16,8 +16,9 @@ console = Console()
 
 
 def _fail(exc: Exception) -> None:
-    """Bad input is the user's to fix: one clear line, exit code 2, no traceback."""
-    console.print(f"[red]error:[/] {exc}")
+    """Bad input is the user's to fix: one clear line on stderr (never wrapped), exit code 2, no traceback."""
+    message = " ".join(str(exc).split())
+    typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 
 
@@ -166,15 +167,18 @@ def run(
     force: Annotated[bool, typer.Option(help="Retrain even when nothing changed")] = False,
 ) -> None:
     """Run the train-senet flow in this process (Prefect starts a temporary server unless PREFECT_API_URL is set)."""
-    from flows.train_senet import train_senet
-    from senet_dist.pipeline import DEFAULT_VARIANTS
+    from senet_dist.pipeline import DEFAULT_VARIANTS, PipelineConfig
     from senet_dist.train.config import parse_overrides
 
-    try:
+    variants = variant or list(DEFAULT_VARIANTS)
+    try:  # validate before Prefect or Ray start: bad input costs milliseconds and exits 2
         overrides = parse_overrides(set_ or [])
-    except ValueError as exc:
+        PipelineConfig(data=data, variants=variants, shards=shards, artifacts=artifacts, train=overrides).validate()
+    except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
-    state = train_senet(data=data, variants=variant or list(DEFAULT_VARIANTS), shards=shards, artifacts=artifacts,
+    from flows.train_senet import train_senet
+
+    state = train_senet(data=data, variants=variants, shards=shards, artifacts=artifacts,
                         train=overrides, force=force, return_state=True)
     console.print(f"flow run finished: {state.name} {state.message or ''}")
     if not state.is_completed():

@@ -46,7 +46,7 @@ def test_variants_to_train_skips_only_identical_completed_runs(tmp_path):
         ({"variants": ["se_resnet_9000"]}, "valid names"),
         ({"variants": []}, "at least one"),
         ({"variants": ["se_resnet_tiny", "se_resnet_tiny"]}, "duplicates"),
-        ({"model_kwargs": {"se_resnet50": {}}}, "not trained"),
+        ({"model_kwargs": {"se_resnet_500": {}}}, "se_resnet_500.*valid names"),
         ({"shard": {"max_cnt": 3}}, "unknown shard option"),
         ({"train": {"epochs": 0}}, "epochs"),
         ({"train": {"batch_size": 1, "num_workers": 2}}, "batch_size"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,9 @@ class FitResult:
         return asdict(self)
 
 
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 def default_run_name(variant: str) -> str:
     return f"{variant}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
@@ -87,6 +91,9 @@ def fit(
     from senet_dist.train.worker import train_func_per_worker
 
     cfg = cfg.with_overrides({"model": variant}).validate(version_dir)
+    if run_name is not None and not _RUN_NAME.fullmatch(run_name):
+        # Ray Train's controller crashes on non-ASCII names (they become metric tags): refuse before Ray starts.
+        raise ConfigError(f"run name {run_name!r} must be 1-128 ASCII letters, digits, '.', '_' or '-'")
     ray_path, ray_fs = _ray_storage(storage_path)
     storage = ray_path if ray_fs is None else str(storage_path)  # how results name their checkpoints
     name = run_name or default_run_name(variant)
