@@ -18,6 +18,7 @@ from prefect.states import Completed, Failed
 
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.data import DatasetInfo
+from senet_dist.train import ensure_ray, shutdown_ray
 from senet_dist.pipeline import (
     DEFAULT_VARIANTS,
     PipelineConfig,
@@ -106,12 +107,17 @@ def train_senet(
         return Completed(name="Unchanged", message="data unchanged; every variant already trained")
     flow_run_id = str(get_run_context().flow_run.id)
     logger.info("training %s on %s", todo, dataset["version_dir"])
-    if concurrent:
-        futures = [train_task.submit(v, dataset["version_dir"], cfg, flow_run_id) for v in todo]
-        wait(futures)
-        states = [f.state for f in futures]
-    else:
-        states = [train_task(v, dataset["version_dir"], cfg, flow_run_id, return_state=True) for v in todo]
+    started_ray = ensure_ray(cfg.ray_address)  # one Ray for every variant: no per-variant start-up, safe concurrency
+    try:
+        if concurrent:
+            futures = [train_task.submit(v, dataset["version_dir"], cfg, flow_run_id) for v in todo]
+            wait(futures)
+            states = [f.state for f in futures]
+        else:
+            states = [train_task(v, dataset["version_dir"], cfg, flow_run_id, return_state=True) for v in todo]
+    finally:
+        if started_ray:
+            shutdown_ray()
     summaries = [s.result() for s in states if s.is_completed()]
     if summaries:
         publish_task(summaries, dataset)

@@ -75,6 +75,13 @@ def ensure_ray(ray_address: str | None = None, num_cpus: int | None = None) -> b
     return True
 
 
+def shutdown_ray() -> None:
+    """Stop the Ray that :func:`ensure_ray` started (callers only call it when ensure_ray returned True)."""
+    import ray
+
+    ray.shutdown()
+
+
 def fit(
     variant: str,
     version_dir: str | Path,
@@ -173,4 +180,4 @@ def _read_meta(checkpoint: Any) -> dict[str, Any]:
         return json.loads(f.read().decode())
 
 
-__all__ = ["ConfigError", "FitResult", "default_run_name", "ensure_ray", "fit"]
+__all__ = ["ConfigError", "FitResult", "default_run_name", "ensure_ray", "fit", "shutdown_ray"]

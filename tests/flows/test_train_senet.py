@@ -63,7 +63,7 @@ def test_flow_trains_stores_skips_and_retrains_on_change(prefect_harness, source
     # One changed image: a new dataset version, both variants retrained on it, the old version kept.
     victim = sorted((source_copy / "face").iterdir())[0]
     Image.fromarray(np.full((25, 25), 7, dtype=np.uint8)).save(victim)
-    changed = _run(source_copy, tmp_path)
+    changed = _run(source_copy, tmp_path, concurrent=True)  # both variants submitted at once on one Ray
     assert changed.is_completed() and changed.name != "Unchanged", changed.message
     versions = sorted(p.name for p in (tmp_path / "shards").iterdir() if p.is_dir() and p.name.startswith("v"))
     assert len(versions) == 2
