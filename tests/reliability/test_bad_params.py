@@ -74,7 +74,6 @@ def test_cli_bad_input_exits_2_with_a_clear_message(case: str, ray_down, lfw_ver
     assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()  # nothing created on the way
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: cli._fail prints via rich Console, which wraps long messages at 80 cols")
 def test_cli_error_is_one_line(ray_down, tmp_path: Path) -> None:
     missing = tmp_path / ("a-long-directory-name-" * 8)  # paths this long are ordinary in real projects
     result, output = _invoke("shard", str(missing), str(tmp_path / "out"))
@@ -84,7 +83,6 @@ def test_cli_error_is_one_line(ray_down, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-@pytest.mark.xfail(strict=True, reason="BUG: `senet-dist run` starts Prefect+the flow before validating; exit 1 + traceback")
 @pytest.mark.parametrize("args", [["--variant", "se_resnet_404"], ["--set", "epochs=-1"]], ids=["variant", "epochs"])
 def test_cli_run_bad_input_exits_2_before_prefect(args: list[str], lfw_source: Path, tmp_path: Path, figures) -> None:
     proc = cli("run", "--data", str(lfw_source), "--shards", str(tmp_path / "shards"), "--artifacts",
@@ -106,10 +104,10 @@ def test_flow_bad_params_fail_before_any_worker(ray_down, lfw_source: Path, tmp_
 
     (tmp_path / "empty").mkdir()
     cases = [
-        (dict(data=str(lfw_source), train={"batch_size": 1}), ValueError, "smaller than num_workers"),
-        (dict(data=str(lfw_source), variants=["se_resnet_tiny", "se_resnet_tiny"]), ValueError, "duplicates"),
-        (dict(data=str(lfw_source), shard={"max_cnt": 3}), ValueError, "unknown shard option"),
-        (dict(data=str(tmp_path / "empty")), ValueError, "no class folders"),
+        ({"data": str(lfw_source), "train": {"batch_size": 1}}, ValueError, "smaller than num_workers"),
+        ({"data": str(lfw_source), "variants": ["se_resnet_tiny", "se_resnet_tiny"]}, ValueError, "duplicates"),
+        ({"data": str(lfw_source), "shard": {"max_cnt": 3}}, ValueError, "unknown shard option"),
+        ({"data": str(tmp_path / "empty")}, ValueError, "no class folders"),
     ]
     with prefect_test_harness(server_startup_timeout=120):
         for kwargs, exc, needle in cases:
@@ -125,7 +123,6 @@ def test_flow_bad_params_fail_before_any_worker(ray_down, lfw_source: Path, tmp_
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(strict=True, reason="BUG: a non-ASCII run name crashes Ray Train's controller (metric tags are ASCII)")
 def test_unicode_run_name_is_trained_or_rejected_before_ray(ray_down, lfw_version: Path, tmp_path: Path,
                                                             figures) -> None:
     from senet_dist.train import ConfigError, fit
