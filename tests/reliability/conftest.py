@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
+import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,7 @@ def figures() -> Figures:
     return FIGURES
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if FIGURES.empty():
         return
     data = FIGURES.to_dict()
@@ -136,7 +136,7 @@ def shard(src: Path, out: Path, **overrides: Any) -> Path:
     """Shard ``src`` with tiny-test settings; returns the version directory."""
     from senet_dist.data import ShardConfig, shard_dataset
 
-    cfg = dict(resize_shorter=None, image_format="png", progress=False, num_procs=1, max_count=20) | overrides
+    cfg = {"resize_shorter": None, "image_format": "png", "progress": False, "num_procs": 1, "max_count": 20} | overrides
     return shard_dataset(src, out, ShardConfig(**cfg)).version_dir
 
 
@@ -144,11 +144,6 @@ def shard(src: Path, out: Path, **overrides: Any) -> Path:
 def lfw_version(lfw_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """80 LFW images as shards of <= 20 samples (train 64 -> 4 shards, val 8, test 8)."""
     return shard(lfw_source, tmp_path_factory.mktemp("lfw-shards"))
-
-
-def copy_tree(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
 
 
 def tiny_train(**overrides: Any) -> dict[str, Any]:
@@ -163,9 +158,40 @@ def train_config(**overrides: Any):
     return TrainConfig().with_overrides(tiny_train(**overrides))
 
 
+_EVAL_KEYS = textwrap.dedent("""
+    import json, sys
+    from senet_dist.data import LoaderConfig, make_loader
+    vdir, split, world, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    keys = []
+    try:
+        for rank in range(world):
+            cfg = LoaderConfig(batch_size=4, image_size=32, num_workers=workers)
+            for _, _, ks in make_loader(vdir, split, cfg, rank=rank, world_size=world, return_keys=True):
+                keys += ks
+    except Exception as exc:
+        print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+    else:
+        print(json.dumps({"keys": keys}))
+""")
+
+
+def eval_keys(vdir: Path, split: str, world: int, workers: int, prelude: str = "") -> dict[str, Any]:
+    """Every rank's eval keys (or the error) from a *fresh* process.
+
+    Loaders with worker processes fork the caller; a pytest process that already ran Prefect flows in-process (tests/
+    flows) forks broken workers (see docs/reliability.md), so loader checks with workers > 0 run in a clean child.
+    ``prelude`` is Python run first in that child (to reproduce exactly that state).
+    """
+    proc = subprocess.run([PYTHON, "-c", prelude + _EVAL_KEYS, str(vdir), split, str(world), str(workers)],
+                          capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def cli(*args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``senet-dist ARGS`` as a user would (a fresh process, wide enough terminal not to matter)."""
+    """Run the ``senet-dist`` console script as a user would: a fresh process, no PREFECT_API_URL."""
     exe = Path(PYTHON).with_name("senet-dist")
     full_env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(env or {})}
     full_env.pop("PREFECT_API_URL", None)
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=full_env, check=False)

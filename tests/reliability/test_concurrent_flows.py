@@ -1,8 +1,9 @@
 """Two ``train-senet`` flow runs at once on the same shards and artifacts roots, from two processes.
 
 Each process runs the real flow under its own ``prefect_test_harness`` server (own PREFECT_HOME) and
-its own local Ray, as two users or two deployments would. The append-only store must come out readable with both
-runs' rows and no torn or temporary parts.
+its own local Ray, as two users or two deployments would. The second starts once the first has recorded its run as
+``running`` (so the overlap is certain, not a race). The append-only store must come out readable with both runs'
+rows and no torn or temporary parts.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -45,9 +47,21 @@ def _start(i: int, src: Path, tmp: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
+def _wait_for_running_row(root: Path, first: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and first.poll() is None:
+        if (root / "runs").is_dir() and "running" in ArtifactStore(root).read("runs").column("status").to_pylist():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the first flow never recorded a running run (rc={first.poll()})")
+
+
 @pytest.mark.timeout(600)
+@pytest.mark.xfail(strict=True, reason="BUG: pipeline.run_id_for adopts another live flow's 'running' run id")
 def test_two_flow_runs_on_one_artifacts_root(lfw_source: Path, tmp_path: Path, figures) -> None:
-    procs = [_start(i, lfw_source, tmp_path) for i in range(2)]
+    procs = [_start(0, lfw_source, tmp_path)]
+    _wait_for_running_row(tmp_path / "artifacts", procs[0])
+    procs.append(_start(1, lfw_source, tmp_path))
     outputs = [p.communicate(timeout=560)[0] for p in procs]
     results = []
     for proc, out in zip(procs, outputs):
@@ -65,7 +79,8 @@ def test_two_flow_runs_on_one_artifacts_root(lfw_source: Path, tmp_path: Path, f
             assert not part.name.startswith("."), part
             pq.read_table(part)
         store.read(table)
-    runs = [r for r in store.runs_latest().to_pylist()]
+    runs = store.runs_latest().to_pylist()
+    # today the second flow resumes the first one's live run id: both drive one Ray run, one row survives
     assert len(runs) == 2 and {r["status"] for r in runs} == {"completed"}
     assert len({r["flow_run_id"] for r in runs}) == 2
     ids = {r["run_id"] for r in runs}

@@ -9,31 +9,23 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+import textwrap
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from senet_dist.artifacts import ArtifactStore
-from senet_dist.data import DatasetInfo, LoaderConfig, ShardReadError, make_loader
+from senet_dist.data import DatasetInfo
 from senet_dist.pipeline import PipelineConfig, train_variant
 from senet_dist.train import fit
 
-from .conftest import shard, tiny_train, train_config
+from .conftest import eval_keys, shard, tiny_train, train_config
 
 pytestmark = [pytest.mark.ray]
 
 # (train shards, shard options): 1 shard for 2 ranks x 2 loader workers, and 5 uneven shards (10,10,10,10,8).
 LAYOUTS = {1: {"max_count": 100}, 5: {"max_count": 10, "fractions": (0.6, 0.3, 0.1)}}
-
-
-def _eval_keys(vdir: Path, split: str, world: int, workers: int) -> Counter:
-    keys: Counter = Counter()
-    for rank in range(world):
-        cfg = LoaderConfig(batch_size=4, image_size=32, num_workers=workers)
-        keys.update(k for _, _, ks in make_loader(vdir, split, cfg, rank=rank, world_size=world, return_keys=True)
-                    for k in ks)
-    return keys
 
 
 @pytest.mark.timeout(300)
@@ -54,7 +46,8 @@ def test_two_ranks_two_loader_workers_over_uneven_shards(ray_up, lfw_source: Pat
     n_val = info.counts["val"]
     assert abs(epoch["val_acc"] * n_val - round(epoch["val_acc"] * n_val)) < 1e-6
     expected = Counter(r["key"] for r in info.manifest().to_pylist() if r["split"] == "val")
-    assert _eval_keys(vdir, "val", 2, 2) == expected  # same layout, both ranks: each sample exactly once
+    got = eval_keys(vdir, "val", 2, 2)
+    assert Counter(got.get("keys", [])) == expected, got  # same layout, both ranks: each sample exactly once
 
 
 @pytest.fixture()
@@ -98,5 +91,29 @@ def test_corrupted_shard_error_names_it(damaged_copy: Path, header: bool, worker
         index = next(i for i, m in enumerate(tf.getmembers()) if m.name.endswith(".png") and i >= 2)
     _corrupt_member(victim, index, header=header)
     figures.fault("shard-corrupt-header" if header else "shard-corrupt-payload")
-    with pytest.raises(ShardReadError, match=victim.name):
-        _eval_keys(damaged_copy, "val", 1, workers)
+    got = eval_keys(damaged_copy, "val", 1, workers)
+    assert got.get("error") == "ShardReadError" and victim.name in got["message"], got
+
+
+_AFTER_PREFECT_FLOW = textwrap.dedent("""
+    from prefect import flow
+    from prefect.testing.utilities import prefect_test_harness
+
+    @flow
+    def noop() -> int:
+        return 1
+
+    with prefect_test_harness(server_startup_timeout=180):
+        noop()
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+@pytest.mark.timeout(300)
+@pytest.mark.xfail(strict=True, reason="BUG: after an in-process Prefect flow run, forked DataLoader workers exit 1")
+def test_loader_workers_after_an_in_process_flow_run(lfw_version: Path, figures) -> None:
+    got = eval_keys(lfw_version, "val", 2, 2, prelude=_AFTER_PREFECT_FLOW)
+    figures.fault("loader-after-prefect-flow")
+    expected = Counter(r["key"] for r in DatasetInfo.load(lfw_version).manifest().to_pylist() if r["split"] == "val")
+    assert Counter(got.get("keys", [])) == expected, got  # today: RuntimeError "DataLoader worker ... exit code 1"
