@@ -52,7 +52,8 @@ EOF
 import sys
 from collections import Counter
 # Deepest matching frame wins: each sample is charged to one stage of the reading path.
-STAGES = [("JPEG/PNG decode (torchvision.io)", ("decode_image", "decode_jpeg")),
+STAGES = [("imports triggered inside the loop", ("_find_and_load", "_call_with_frames_removed")),
+          ("JPEG/PNG decode (torchvision.io)", ("decode_image", "decode_jpeg")),
           ("crop + resize + flip (transforms v2)", ("transforms/v2", "functional/_geometry")),
           ("normalise (trainer side)", ("Normalizer",)), ("collate (torch.stack)", ("uint8_collate",)),
           ("tar parsing + sample grouping (webdataset)", ("tariterators", "tarfile", "iter_shard")),
@@ -62,8 +63,8 @@ for line in open(sys.argv[1]):
     stack, _, count = line.rstrip().rpartition(" ")
     frames, n = stack.split(";"), int(count)
     total += n
-    if not any("senet_dist/data/" in f for f in frames):
-        continue  # interpreter start-up, imports, sharding set-up: not the reading path
+    if not any("__iter__ (" in f and ("loader.py" in f or "stream.py" in f) for f in frames):
+        continue  # interpreter start-up, imports, set-up: not inside the loader's iteration
     reading += n
     leaves[frames[-1].split(" (")[0] or "(native)"] += n
     for frame in reversed(frames):
@@ -72,8 +73,8 @@ for line in open(sys.argv[1]):
             by_stage[stage] += n
             break
     else:
-        by_stage["other (Python glue: DataLoader, stream, loader)"] += n
-print(f"reading path: {reading / total:.0%} of all samples (the rest is start-up and imports); shares below are of the reading path")
+        by_stage["other (Python glue: DataLoader, ShardStream, Loader)"] += n
+print(f"inside the loader iteration: {reading / total:.0%} of all samples (the rest: start-up, imports, set-up); shares below are of those")
 print("| stage | share |\n|---|---|")
 for stage, n in by_stage.most_common():
     print(f"| {stage} | {n / reading:.1%} |")
@@ -93,5 +94,5 @@ EOF
   step e2e "$PY" benchmarks/e2e.py --resize 256
   step e2e "$PY" benchmarks/e2e.py --resize 0
   step e2e "$PY" benchmarks/e2e.py --resize 256 --gpu-decode
-  step orchestration "$PY" benchmarks/orchestration.py --modes per-variant,shared --repeats 2
+  step orchestration "$PY" benchmarks/orchestration.py --modes flow,warm-ray --repeats 2
 } 2>&1 | grep --line-buffered -v -E "httpcore2|^USDT|gpuGetDeviceCount|pid=[0-9]+\)|INFO worker.py" | tee "$LOG"
