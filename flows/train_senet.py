@@ -40,8 +40,23 @@ def shard_task(cfg: PipelineConfig) -> dict[str, Any]:
 @task(name="train-variant", task_run_name="train-{variant}", retries=1, retry_delay_seconds=5)
 def train_task(variant: str, version_dir: str, cfg: PipelineConfig, flow_run_id: str) -> dict[str, Any]:
     store = ArtifactStore(cfg.artifacts_abs)
-    run_id = run_id_for(store, variant, DatasetInfo.load(version_dir).fingerprint, cfg, flow_run_id)
+    run_id = run_id_for(store, variant, DatasetInfo.load(version_dir).fingerprint, cfg, flow_run_id,
+                        finished=_flow_run_finished)
     return train_variant(variant, Path(version_dir), cfg, store, run_id=run_id, flow_run_id=flow_run_id)
+
+
+def _flow_run_finished(flow_run_id: str) -> bool:
+    """True only when this Prefect API knows the flow run and it is over (e.g. Crashed after a killed driver)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(UUID(flow_run_id)).state
+    except Exception:  # unknown here (another server, deleted): it may still be live, so do not adopt its run
+        return False
+    return state is not None and state.is_final()
 
 
 @task(name="publish")

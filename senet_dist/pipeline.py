@@ -15,9 +15,11 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from senet_dist.artifacts import ArtifactStore
+import pyarrow.compute as pc
+
+from senet_dist.artifacts import ArtifactStore, dataset_row
 from senet_dist.data import (
     DatasetInfo,
     ShardConfig,
@@ -137,14 +139,8 @@ def prepare_dataset(cfg: PipelineConfig, store: ArtifactStore) -> ShardResult:
     result = shard_dataset(src, shards_root, shard_config(cfg.shard))
     if result.changed or not _dataset_recorded(store, result.fingerprint):
         info = DatasetInfo.load(result.version_dir)
-        store.append("datasets", [{
-            "version": info.version,
-            "fingerprint": info.fingerprint,
-            "source": str(src),
-            "classes": list(info.classes),
-            "counts_json": json.dumps(info.counts),
-            "created_at": _now(),
-        }])
+        store.append("datasets", [dataset_row(info.version, info.fingerprint, info.classes, info.counts, source=str(src),
+                                              uri=str(result.version_dir), num_rejected=result.num_rejected)])
     return result
 
 
@@ -171,14 +167,18 @@ def config_json(train_cfg: "TrainConfig") -> str:
 
 
 def run_id_for(store: ArtifactStore, variant: str, fingerprint: str, cfg: PipelineConfig,
-               flow_run_id: str | None = None) -> str:
+               flow_run_id: str | None = None, *, finished: Callable[[str], bool] = lambda _: False) -> str:
     """Resume before restarting: the newest unfinished run (``running`` when its driver was killed, or ``failed``)
-    of this variant on the same data and config keeps its id, so Ray Train continues from its last checkpoint."""
+    of this variant on the same data and config keeps its id, so Ray Train continues from its last checkpoint.
+
+    Only runs of this flow run, or of flow runs that ``finished(flow_run_id)`` proves are over (crashed, failed),
+    are adopted: a run another live flow is training is never shared."""
     wanted = config_json(cfg.train_config(variant))
     unfinished = [
         row for row in store.runs_latest().to_pylist()
         if row["variant"] == variant and row["dataset_fingerprint"] == fingerprint
         and row["config_json"] == wanted and row["status"] in ("running", "failed")
+        and row["flow_run_id"] and (row["flow_run_id"] == flow_run_id or finished(row["flow_run_id"]))
     ]
     if unfinished:
         return max(unfinished, key=lambda r: r["updated_at"])["run_id"]
@@ -242,8 +242,8 @@ def _record_success(store: ArtifactStore, base_row: dict, result: Any, version_d
         (out / "reports" / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
         reports_uri = join(cfg.artifacts_abs, "reports", run_id)
         upload_dir(out / "reports", reports_uri)
-    store.append("epochs", [{"run_id": run_id, **_epoch_row(m)} for m in result.history])
-    store.append("checkpoints", checkpoint_rows(run_id, result.checkpoints))
+    _append_new(store, "epochs", run_id, [{"run_id": run_id, **_epoch_row(m)} for m in result.history], "epoch")
+    _append_new(store, "checkpoints", run_id, checkpoint_rows(run_id, result.checkpoints), "uri")
     store.append("evaluations", [{**report.to_dict(), "split": report.split}])
     ended = _now()
     store.append("runs", [{**base_row, "status": "completed", "ended_at": ended, "updated_at": ended,
@@ -253,6 +253,14 @@ def _record_success(store: ArtifactStore, base_row: dict, result: Any, version_d
             "params": result.num_params, "img_per_s": round(report.img_per_s, 1), "epochs": result.epochs_completed,
             "wall_seconds": round(wall, 1), "reports": reports_uri,
             "confusion_matrix": report.confusion_matrix.astype(int).tolist(), "class_names": report.classes}
+
+
+def _append_new(store: ArtifactStore, table: str, run_id: str, rows: list[dict[str, Any]], key: str) -> None:
+    """Append only rows this run has not recorded yet, so a retried task never duplicates epochs or checkpoints."""
+    seen = set(store.read(table, filter=pc.field("run_id") == run_id).column(key).to_pylist())
+    fresh = [r for r in rows if r[key] not in seen]
+    if fresh:
+        store.append(table, fresh)
 
 
 def _local_checkpoint(uri: str, scratch: Path) -> Path:

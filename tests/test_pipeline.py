@@ -17,9 +17,11 @@ from senet_dist.pipeline import (
 )
 
 
-def _record(store: ArtifactStore, cfg: PipelineConfig, variant: str, fingerprint: str, status: str) -> None:
+def _record(store: ArtifactStore, cfg: PipelineConfig, variant: str, fingerprint: str, status: str,
+            flow_run_id: str = "f0") -> None:
     now = datetime.now(timezone.utc)
     store.append("runs", [{"run_id": f"{variant}-{status}-{fingerprint}", "variant": variant, "status": status,
+                           "flow_run_id": flow_run_id,
                            "config_json": config_json(cfg.train_config(variant)), "dataset_version": "v0001-x",
                            "dataset_fingerprint": fingerprint, "started_at": now, "updated_at": now}])
 
@@ -73,14 +75,18 @@ def test_run_id_is_stable_per_flow_run_so_retries_resume():
     assert new_run_id("se_resnet18") != new_run_id("se_resnet18")
 
 
-def test_interrupted_run_is_resumed_by_id(tmp_path):
+def test_interrupted_run_is_resumed_only_when_its_flow_run_is_over(tmp_path):
     store = ArtifactStore(str(tmp_path / "a"))
     cfg = PipelineConfig(variants=["se_resnet_tiny"], train={"epochs": 2})
     fresh = run_id_for(store, "se_resnet_tiny", "fp1", cfg, "abcdef12-0000")
     assert fresh == "se_resnet_tiny-abcdef12"
-    _record(store, cfg, "se_resnet_tiny", "fp1", "running")  # its driver was killed mid-run
-    resumed = run_id_for(store, "se_resnet_tiny", "fp1", cfg, "99999999-0000")
-    assert resumed == "se_resnet_tiny-running-fp1"
-    assert run_id_for(store, "se_resnet_tiny", "fp2", cfg, "99999999-0000") == "se_resnet_tiny-99999999"
+    _record(store, cfg, "se_resnet_tiny", "fp1", "running", flow_run_id="dead-flow")  # its driver was killed
+    over = {"dead-flow"}.__contains__
+    assert run_id_for(store, "se_resnet_tiny", "fp1", cfg, "99999999-0000", finished=over) == "se_resnet_tiny-running-fp1"
+    # Another flow run that may still be live (or is unknown to this Prefect): never share its run.
+    assert run_id_for(store, "se_resnet_tiny", "fp1", cfg, "99999999-0000") == "se_resnet_tiny-99999999"
+    # A retry inside the same flow run keeps its own id.
+    assert run_id_for(store, "se_resnet_tiny", "fp1", cfg, "dead-flow") == "se_resnet_tiny-running-fp1"
+    assert run_id_for(store, "se_resnet_tiny", "fp2", cfg, "99999999-0000", finished=over) == "se_resnet_tiny-99999999"
     other = PipelineConfig(variants=["se_resnet_tiny"], train={"epochs": 3})
-    assert run_id_for(store, "se_resnet_tiny", "fp1", other, "99999999-0000") == "se_resnet_tiny-99999999"
+    assert run_id_for(store, "se_resnet_tiny", "fp1", other, "99999999-0000", finished=over) == "se_resnet_tiny-99999999"

@@ -51,7 +51,7 @@ class FitResult:
         return asdict(self)
 
 
-_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}")
 
 
 def default_run_name(variant: str) -> str:
@@ -100,7 +100,7 @@ def fit(
     cfg = cfg.with_overrides({"model": variant}).validate(version_dir)
     if run_name is not None and not _RUN_NAME.fullmatch(run_name):
         # Ray Train's controller crashes on non-ASCII names (they become metric tags): refuse before Ray starts.
-        raise ConfigError(f"run name {run_name!r} must be 1-128 ASCII letters, digits, '.', '_' or '-'")
+        raise ConfigError(f"run name {run_name!r} must be 1-128 ASCII letters, digits, spaces, '.', '_' or '-'")
     ray_path, ray_fs = _ray_storage(storage_path)
     storage = ray_path if ray_fs is None else str(storage_path)  # how results name their checkpoints
     name = run_name or default_run_name(variant)

@@ -57,7 +57,6 @@ def _wait_for_running_row(root: Path, first: subprocess.Popen, timeout: float = 
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(strict=True, reason="BUG: pipeline.run_id_for adopts another live flow's 'running' run id")
 def test_two_flow_runs_on_one_artifacts_root(lfw_source: Path, tmp_path: Path, figures) -> None:
     procs = [_start(0, lfw_source, tmp_path)]
     _wait_for_running_row(tmp_path / "artifacts", procs[0])

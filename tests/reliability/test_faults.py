@@ -128,7 +128,6 @@ def test_driver_sigkill_then_rerun_same_name_resumes(ray_up, lfw_version: Path, 
 # ---- a Prefect-style retry after the recording step failed ---------------------------------------------
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(strict=True, reason="BUG: pipeline._record_success re-appends epochs/checkpoints rows on a retry")
 def test_retry_after_a_recording_failure_completes_without_duplicate_rows(ray_up, lfw_version: Path, tmp_path: Path,
                                                                           figures) -> None:
     root = tmp_path / "artifacts"

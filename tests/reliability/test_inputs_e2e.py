@@ -131,7 +131,6 @@ def test_one_epoch_run_on_it_records_every_table(e2e, ray_up, figures) -> None:
     assert store.read("datasets").num_rows == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: pipeline.prepare_dataset leaves datasets.num_rejected/uri null")
 def test_datasets_row_records_quarantined_count(e2e) -> None:
     (row,) = e2e["store"].read("datasets").to_pylist()
     assert row["num_rejected"] == len(e2e["broken"])
