@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -90,7 +92,7 @@ class Loader:
         kwargs: dict[str, Any] = {}
         if workers > 0:
             kwargs = dict(prefetch_factor=cfg.prefetch_factor, persistent_workers=cfg.persistent_workers,
-                          worker_init_fn=_worker_init)
+                          worker_init_fn=_worker_init, multiprocessing_context=_mp_context())
         return DataLoader(self.stream, batch_size=None, num_workers=workers, pin_memory=pin, **kwargs)
 
     def __iter__(self) -> Iterator[tuple]:
@@ -169,3 +171,7 @@ def make_loader(version_dir: str | os.PathLike, split: str, cfg: LoaderConfig | 
     return Loader(stream, cfg, num_batches, train, return_keys)
 
 
+def _mp_context() -> str | None:
+    """Fork is fastest and fine inside Ray Train workers, but forked children of a process where Prefect's
+    background threads run (after an in-process flow run) die on arrival (exit 1): use forkserver there."""
+    return "forkserver" if "prefect" in sys.modules and threading.active_count() > 1 else None

@@ -111,7 +111,6 @@ _AFTER_PREFECT_FLOW = textwrap.dedent("""
 @pytest.mark.slow
 @pytest.mark.prefect
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(strict=True, reason="BUG: after an in-process Prefect flow run, forked DataLoader workers exit 1")
 def test_loader_workers_after_an_in_process_flow_run(lfw_version: Path, figures) -> None:
     got = eval_keys(lfw_version, "val", 2, 2, prelude=_AFTER_PREFECT_FLOW)
     figures.fault("loader-after-prefect-flow")
