@@ -62,9 +62,13 @@ def _worker_init(_: int) -> None:
 
 
 def _shutdown(it: Any) -> None:
+    """Best effort: a failure while stopping workers must never replace the error that got us here."""
     stop = getattr(it, "_shutdown_workers", None)  # multiprocessing iterators only
     if stop is not None:
-        stop()
+        try:
+            stop()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 class Loader:
