@@ -107,6 +107,7 @@ def fit(
     started_ray = ensure_ray(ray_address)
     start = time.perf_counter()
     try:
+        _check_gpus(cfg)
         trainer = TorchTrainer(
             train_func_per_worker,
             train_loop_config={"train": cfg.to_dict(), "version_dir": str(Path(version_dir).resolve())},
@@ -137,6 +138,19 @@ def fit(
             import ray
 
             ray.shutdown()
+
+
+def _check_gpus(cfg: TrainConfig) -> None:
+    """use_gpu on a cluster without enough GPUs would make Ray wait for them forever: say so instead."""
+    if not cfg.use_gpu:
+        return
+    import ray
+
+    per_worker = (cfg.resources_per_worker or {}).get("GPU", 1)
+    have = ray.cluster_resources().get("GPU", 0)
+    if have < per_worker * cfg.num_workers:
+        raise ConfigError(f"use_gpu=true needs {per_worker * cfg.num_workers:g} GPU(s) for {cfg.num_workers} worker(s) "
+                          f"but the Ray cluster has {have:g}; set use_gpu=false (--set use_gpu=false) to train on CPU")
 
 
 def _ray_storage(storage_path: str | Path) -> tuple[str, Any]:
