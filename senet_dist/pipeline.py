@@ -31,7 +31,7 @@ from senet_dist.data import (
     shard_dataset,
 )
 from senet_dist.data.shard import HASH_CACHE_NAME
-from senet_dist.storage import download_dir, is_local, join, read_bytes, tree_bytes, upload_dir
+from senet_dist.storage import download_dir, is_local, is_uri, join, read_bytes, tree_bytes, upload_dir
 from senet_dist.train.checkpoint import CHECKPOINT_FILE, META_FILE
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class PipelineConfig:
     @property
     def artifacts_abs(self) -> str:
         """The artifacts root as an absolute path or URI (flows run from a worker's working directory)."""
-        return self.artifacts if "://" in self.artifacts else str(Path(self.artifacts).expanduser().resolve())
+        return self.artifacts if is_uri(self.artifacts) else str(Path(self.artifacts).expanduser().resolve())
 
     def validate(self) -> None:
         """Fail before any work starts: unknown variants, bad train/shard overrides, missing data."""
@@ -77,9 +77,7 @@ class PipelineConfig:
         if len(set(self.variants)) != len(self.variants):
             raise ValueError(f"variants contains duplicates: {self.variants}")
         for name in self.variants:
-            check_model_name(name)
-        for name in self.variants:
-            self.train_config(name).validate()
+            self.train_config(name).validate()  # unknown model names included
         for name in self.model_kwargs:  # entries for variants not trained this run are fine; typos are not
             check_model_name(name)
         shard_config(self.shard)
