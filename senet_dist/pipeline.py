@@ -120,10 +120,15 @@ def _builtin(data: str) -> tuple[str, int | None] | None:
     return name, int(limit) if limit else None
 
 
+def _locate(data: str, shards: str) -> tuple[Path, Path]:
+    """(shards root, ImageFolder source): one derivation for check-data and sharding, so their fingerprints agree."""
+    shards_root = Path(shards).expanduser().resolve()
+    return shards_root, resolve_source(data, shards_root.parent / "sources")
+
+
 def data_changed(data: str, shards: str, shard_overrides: dict[str, Any]) -> tuple[bool, str]:
     """Whether the source's fingerprint differs from the newest dataset version under ``shards`` (cheap: no encoding)."""
-    shards_root = Path(shards).expanduser().resolve()
-    src = resolve_source(data, shards_root.parent / "sources")
+    shards_root, src = _locate(data, shards)
     cache = shards_root / HASH_CACHE_NAME if shards_root.is_dir() else None
     fingerprint = fingerprint_source(src, shard_config(shard_overrides), cache_path=cache)
     latest = latest_version(shards_root)
@@ -132,19 +137,13 @@ def data_changed(data: str, shards: str, shard_overrides: dict[str, Any]) -> tup
 
 def prepare_dataset(cfg: PipelineConfig, store: ArtifactStore) -> ShardResult:
     """Shard the source (a no-op when unchanged) and record a new dataset version in the ``datasets`` table."""
-    shards_root = Path(cfg.shards).expanduser().resolve()
-    src = resolve_source(cfg.data, shards_root.parent / "sources")
+    shards_root, src = _locate(cfg.data, cfg.shards)
     result = shard_dataset(src, shards_root, shard_config(cfg.shard))
-    if result.changed or not _dataset_recorded(store, result.fingerprint):
+    if result.changed or store.latest("datasets", "fingerprint", result.fingerprint) is None:
         info = DatasetInfo.load(result.version_dir)
         store.append("datasets", [dataset_row(info.version, info.fingerprint, info.classes, info.counts, source=str(src),
                                               uri=str(result.version_dir), num_rejected=result.num_rejected)])
     return result
-
-
-def _dataset_recorded(store: ArtifactStore, fingerprint: str) -> bool:
-    table = store.read("datasets")
-    return fingerprint in set(table.column("fingerprint").to_pylist()) if table.num_rows else False
 
 
 def variants_to_train(store: ArtifactStore, fingerprint: str, cfg: PipelineConfig) -> list[str]:

@@ -110,14 +110,18 @@ def join(location: str | os.PathLike[str], *parts: str) -> str:
     return urlunsplit((u.scheme, u.netloc, path, u.query, u.fragment))
 
 
-def list_files(location: str | os.PathLike[str]) -> list[str]:
-    """Sorted relative paths (``/``-separated) of every file under ``location``; ``[]`` if it is absent."""
+def _file_infos(location: str | os.PathLike[str]) -> tuple[str, list[pafs.FileInfo]]:
+    """(root path, info of every file under it); no files when ``location`` is absent."""
     fs, root = resolve_filesystem(location)
     sel = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+    return root, [info for info in fs.get_file_info(sel) if info.type == pafs.FileType.File]
+
+
+def list_files(location: str | os.PathLike[str]) -> list[str]:
+    """Sorted relative paths (``/``-separated) of every file under ``location``; ``[]`` if it is absent."""
+    root, infos = _file_infos(location)
     prefix = root.rstrip("/") + "/"
-    return sorted(
-        info.path[len(prefix):] for info in fs.get_file_info(sel) if info.type == pafs.FileType.File
-    )
+    return sorted(info.path[len(prefix):] for info in infos)
 
 
 def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, use_threads: bool = True) -> list[str]:
@@ -166,9 +170,7 @@ def write_bytes(location: str | os.PathLike[str], data: bytes) -> None:
 
 def tree_bytes(location: str | os.PathLike[str]) -> int:
     """Total size of every file under ``location`` (0 if it is absent)."""
-    fs, root = resolve_filesystem(location)
-    sel = pafs.FileSelector(root, recursive=True, allow_not_found=True)
-    return sum(info.size for info in fs.get_file_info(sel) if info.type == pafs.FileType.File)
+    return sum(info.size for info in _file_infos(location)[1])
 
 
 def read_bytes(location: str | os.PathLike[str]) -> bytes:
