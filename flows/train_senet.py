@@ -18,7 +18,7 @@ from prefect.states import Completed, Failed
 
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.data import DatasetInfo
-from senet_dist.train import ensure_ray, shutdown_ray
+from senet_dist.train import ensure_ray, room_for_all, shutdown_ray
 from senet_dist.pipeline import (
     DEFAULT_VARIANTS,
     PipelineConfig,
@@ -98,7 +98,7 @@ def train_senet(
     model_kwargs: dict[str, dict[str, Any]] | None = None,
     shard: dict[str, Any] | None = None,
     force: bool = False,
-    concurrent: bool = False,
+    concurrent: bool | None = None,
     ray_address: str | None = None,
 ):
     """Shard ``data`` (ImageFolder path or built-in dataset name), train ``variants``, evaluate, store tables.
@@ -107,7 +107,8 @@ def train_senet(
     maps a variant to its constructor kwargs (``{"se_resnet18": {"stem": "cifar"}}``).
 
     Ends early in state ``Unchanged`` when every variant already has a completed run on the same data with the
-    same training config, unless ``force``. ``concurrent`` submits variants together (when the Ray cluster has room for them).
+    same training config, unless ``force``. ``concurrent`` submits the variants together; by default (None) only
+    when the Ray cluster can hold all their worker groups at once, so their Ray Train start-ups overlap.
     """
     logger = get_run_logger()
     cfg = PipelineConfig(data=data, variants=list(variants), shards=shards, train=train or {},
@@ -124,6 +125,9 @@ def train_senet(
     logger.info("training %s on %s", todo, dataset["version_dir"])
     started_ray = ensure_ray(cfg.ray_address)  # one Ray for every variant: no per-variant start-up, safe concurrency
     try:
+        if concurrent is None:
+            concurrent = len(todo) > 1 and room_for_all([cfg.train_config(v) for v in todo])
+        logger.info("variants run %s", "concurrently" if concurrent else "one after another")
         if concurrent:
             futures = [train_task.submit(v, dataset["version_dir"], cfg, flow_run_id) for v in todo]
             wait(futures)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from senet_dist.train.config import ConfigError, OptimizerConfig, ScheduleConfig, TrainConfig
-from senet_dist.train.launcher import FitResult, default_run_name, ensure_ray, fit, shutdown_ray
+from senet_dist.train.launcher import FitResult, default_run_name, ensure_ray, fit, room_for_all, shutdown_ray
 
 __all__ = [
     "ConfigError",
@@ -19,6 +19,7 @@ __all__ = [
     "default_run_name",
     "ensure_ray",
     "fit",
+    "room_for_all",
     "shutdown_ray",
     "train_func_per_worker",
 ]

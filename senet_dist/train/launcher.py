@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,18 @@ QUIET_ENV = {
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::UserWarning",
     "TORCH_CPP_LOG_LEVEL": "ERROR",
 }
+
+# Ray Train V2 defaults that cost seconds per fit on small runs (docs/performance.md, goal 4); a value the user
+# exported wins. The controller polls its worker group every 2 s by default, and start, first report and finish
+# each wait for a poll: 0.5 s saved ~4-6 s per fit on the 2-core CI VM.
+RAY_TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+# Only on a Ray this process started itself: the preemption watcher (one more actor per fit) follows node draining,
+# which a one-node local Ray never does.
+LOCAL_RAY_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+_started_local = False
+_env_lock = threading.Lock()
+_env_users = 0
+_env_added: dict[str, str] = {}
 
 
 @dataclass
@@ -62,6 +77,7 @@ def ensure_ray(ray_address: str | None = None, num_cpus: int | None = None) -> b
     """Init Ray unless it is already up; returns True when this call started it (so the caller shuts it down)."""
     import ray
 
+    global _started_local
     if ray.is_initialized():
         return False
     for k, v in QUIET_ENV.items():
@@ -72,14 +88,40 @@ def ensure_ray(ray_address: str | None = None, num_cpus: int | None = None) -> b
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    _started_local = not address
     return True
 
 
 def shutdown_ray() -> None:
     """Stop the Ray that :func:`ensure_ray` started (callers only call it when ensure_ray returned True)."""
+    global _started_local
     import ray
 
     ray.shutdown()
+    _started_local = False
+
+
+@contextmanager
+def ray_train_env() -> Iterator[dict[str, str]]:
+    """Set :data:`RAY_TRAIN_ENV` (and :data:`LOCAL_RAY_TRAIN_ENV` on a local Ray we started) where unset, while
+    fits run: Ray Train reads them when a trainer starts its controller and passes them on to the workers.
+    Reference-counted, because concurrent variants fit from threads of one process."""
+    global _env_users, _env_added
+    with _env_lock:
+        if _env_users == 0:
+            wanted = {**RAY_TRAIN_ENV, **(LOCAL_RAY_TRAIN_ENV if _started_local else {})}
+            _env_added = {k: v for k, v in wanted.items() if k not in os.environ}
+            os.environ.update(_env_added)
+        _env_users += 1
+        added = dict(_env_added)
+    try:
+        yield added
+    finally:
+        with _env_lock:
+            _env_users -= 1
+            if _env_users == 0:
+                for k in _env_added:
+                    os.environ.pop(k, None)
 
 
 def fit(
@@ -128,16 +170,15 @@ def fit(
             ),
         )
         try:
-            result = trainer.fit()
+            with ray_train_env():
+                result = trainer.fit()
             error = result.error
         except Exception as exc:  # Ray raises TrainingFailedError when retries are exhausted
             result, error = None, exc
         return _summarise(result, error, name, storage, variant, time.perf_counter() - start)
     finally:
         if started_ray:
-            import ray
-
-            ray.shutdown()
+            shutdown_ray()
 
 
 def _check_gpus(cfg: TrainConfig) -> None:
@@ -151,6 +192,31 @@ def _check_gpus(cfg: TrainConfig) -> None:
     if have < per_worker * cfg.num_workers:
         raise ConfigError(f"use_gpu=true needs {per_worker * cfg.num_workers:g} GPU(s) for {cfg.num_workers} worker(s) "
                           f"but the Ray cluster has {have:g}; set use_gpu=false (--set use_gpu=false) to train on CPU")
+
+
+def worker_group_demand(cfgs: list[TrainConfig]) -> dict[str, float]:
+    """Resources the worker groups of ``cfgs`` hold when they all run at once, per worker as Ray Train's
+    ScalingConfig counts them: 1 CPU, or 1 GPU (no CPU) with use_gpu; ``resources_per_worker`` replaces that, and
+    use_gpu adds 1 GPU to it unless it names GPUs."""
+    total: dict[str, float] = {}
+    for cfg in cfgs:
+        per_worker = {k: v for k, v in (cfg.resources_per_worker or {"GPU" if cfg.use_gpu else "CPU": 1}).items() if v}
+        if cfg.use_gpu:
+            per_worker.setdefault("GPU", 1)
+        for k, v in per_worker.items():
+            total[k] = total.get(k, 0.0) + float(v) * cfg.num_workers
+    return total
+
+
+def room_for_all(cfgs: list[TrainConfig]) -> bool:
+    """True when the running Ray cluster can hold every worker group side by side right now.
+
+    Variants are only run concurrently then: a worker group that waits for resources longer than Ray Train's
+    start timeout (60 s) fails, so queuing a variant behind another's training is never the right default."""
+    import ray
+
+    have = ray.cluster_resources()
+    return all(have.get(k, 0.0) >= v for k, v in worker_group_demand(cfgs).items())
 
 
 def _ray_storage(storage_path: str | Path) -> tuple[str, Any]:
@@ -194,4 +260,5 @@ def _read_meta(checkpoint: Any) -> dict[str, Any]:
         return json.loads(f.read().decode())
 
 
-__all__ = ["ConfigError", "FitResult", "default_run_name", "ensure_ray", "fit", "shutdown_ray"]
+__all__ = ["ConfigError", "FitResult", "default_run_name", "ensure_ray", "fit", "ray_train_env", "room_for_all", "shutdown_ray",
+           "worker_group_demand"]
