@@ -165,6 +165,9 @@ def run(
                                            envvar="SENET_ARTIFACTS")] = "artifacts",
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="TrainConfig override key=value")] = None,
     force: Annotated[bool, typer.Option(help="Retrain even when nothing changed")] = False,
+    concurrent: Annotated[Optional[bool], typer.Option(
+        "--concurrent/--sequential", help="Train variants side by side or one after another "
+        "[default: side by side when the Ray cluster holds all their workers]")] = None,
 ) -> None:
     """Run the train-senet flow in this process (Prefect starts a temporary server unless PREFECT_API_URL is set)."""
     from senet_dist.pipeline import DEFAULT_VARIANTS, PipelineConfig
@@ -179,7 +182,7 @@ def run(
     from flows.train_senet import train_senet
 
     state = train_senet(data=data, variants=variants, shards=shards, artifacts=artifacts,
-                        train=overrides, force=force, return_state=True)
+                        train=overrides, force=force, concurrent=concurrent, return_state=True)
     console.print(f"flow run finished: {state.name} {state.message or ''}")
     if not state.is_completed():
         raise typer.Exit(1)

@@ -52,3 +52,8 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path):
     assert no_data.exit_code == 2 and "dataset.json" in no_data.output and "Traceback" not in no_data.output
     bad_set = runner.invoke(app, ["train", "--model", "se_resnet_tiny", "--data", str(tmp_path), "--set", "epochs"])
     assert bad_set.exit_code == 2 and "key=value" in bad_set.output
+
+
+def test_run_offers_concurrent_and_sequential_variants():
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert "--concurrent" in result.output and "--sequential" in result.output
