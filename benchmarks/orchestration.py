@@ -5,21 +5,27 @@ LFW subset, with real Ray (2 workers, gloo) and real tables. Driver-side steps a
 the real functions (nothing is mocked); per-epoch training time comes from the ``epochs`` table and the
 per-variant wall time from the ``runs`` table (``senet_dist.artifacts.ArtifactStore``).
 
-Modes: ``flow`` is the flow as shipped (whoever starts Ray inside the flow run pays for it inside the flow's wall
-time); ``warm-ray`` starts a local Ray *before* the timer, as a long-lived cluster (``ray_address``) would, so the
-flow and ``fit`` only join it.
+Modes (see MODES): ``flow`` is the flow as shipped, variants one after another with 2 Ray workers each (whoever
+starts Ray inside the flow run pays for it inside the flow's wall time); ``warm-ray`` starts a local Ray *before*
+the timer, as a long-lived cluster (``ray_address``) would, so the flow and ``fit`` only join it; ``1-worker`` and
+``1-worker-concurrent`` give each variant one Ray worker, so a 2-CPU Ray holds both worker groups at once and the
+flow's default (``concurrent=None``) runs them side by side; ``1-worker`` forces them one after another.
+``flow-ray-defaults`` is ``flow`` with Ray Train's own settings instead of the ones ``fit`` applies
+(``senet_dist.train.launcher.RAY_TRAIN_ENV``).
 
-    .venv/bin/python benchmarks/orchestration.py [--modes flow,warm-ray] [--repeats 1] [--per-class 24]
+    .venv/bin/python benchmarks/orchestration.py [--modes flow,flow-ray-defaults,warm-ray,...] [--repeats 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -36,6 +42,14 @@ VARIANTS = ["se_resnet_tiny", "se_resnet18"]
 MODEL_KWARGS = {"se_resnet18": {"stem": "cifar", "width": 8}}  # a second tiny variant (~0.2 M params)
 TRAIN = {"epochs": 1, "num_workers": 2, "batch_size": 8, "image_size": 32, "loader_workers": 0}
 SHARD = {"max_count": 8}
+# mode -> (Ray started before the timer, TRAIN overrides, the flow's ``concurrent`` argument)
+MODES: dict[str, tuple[bool, dict[str, Any], bool | None]] = {
+    "flow": (False, {}, False),
+    "flow-ray-defaults": (False, {}, False),  # RAY_TRAIN_* exported as Ray's defaults: fit's settings off
+    "warm-ray": (True, {}, False),
+    "1-worker": (False, {"num_workers": 1}, False),
+    "1-worker-concurrent": (False, {"num_workers": 1}, None),
+}
 
 # (label, module path, attribute): real driver-side functions whose time the breakdown reports.
 PROBES = [
@@ -56,13 +70,20 @@ class Probes:
     """Wraps the PROBES in place for the duration of a context and sums each label's *self* time.
 
     Nested probes (a table write inside the shard step) are charged to the innermost one only, so the labels
-    add up to the probed total without double counting.
+    add up to the probed total without double counting. Each thread keeps its own stack (concurrent variants
+    run in Prefect's task threads); their times then add up across threads and can exceed the wall time.
     """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
-        self._stack: list[list[float]] = []  # [child seconds] per open probe
+        self._local = threading.local()
+
+    @property
+    def _stack(self) -> list[list[float]]:  # [child seconds] per open probe, this thread's
+        if not hasattr(self._local, "stack"):
+            self._local.stack = []
+        return self._local.stack
 
     def _wrap(self, label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -115,17 +136,24 @@ def run_flow(mode: str, workdir: Path, per_class: int) -> dict[str, Any]:
     from senet_dist.train.launcher import ensure_ray
 
     probes = Probes()
-    warm = mode == "warm-ray"
+    warm, overrides, concurrent = MODES[mode]
     if warm:
         ensure_ray()  # outside the timer and the probes: the cluster already exists
+    defaults = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "1"}
+    saved = {k: os.environ.get(k) for k in defaults}
+    if mode == "flow-ray-defaults":
+        os.environ.update(defaults)  # a user's exported values win over what fit sets
     try:
         with probes.installed():
             start = time.perf_counter()
             state = train_senet(data=f"lfw-subset:{per_class}", variants=VARIANTS, shards=str(workdir / "shards"),
-                                artifacts=str(workdir / "artifacts"), train=TRAIN, model_kwargs=MODEL_KWARGS,
-                                shard=SHARD, force=True, return_state=True)
+                                artifacts=str(workdir / "artifacts"), train={**TRAIN, **overrides},
+                                model_kwargs=MODEL_KWARGS, shard=SHARD, force=True, concurrent=concurrent,
+                                return_state=True)
             wall = time.perf_counter() - start
     finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         if warm or ray.is_initialized():
             ray.shutdown()
     if not state.is_completed():
@@ -137,6 +165,7 @@ def run_flow(mode: str, workdir: Path, per_class: int) -> dict[str, Any]:
         raise RuntimeError(f"expected {len(VARIANTS)} completed runs, found {len(runs)}")
     return {
         "mode": mode,
+        "concurrent": len({r["variant"] for r in runs}) > 1 and _overlap(runs),
         "flow_wall": wall,
         "runs_wall": sum(r["wall_seconds"] for r in runs),
         "epoch_seconds": sum(e["epoch_seconds"] for e in epochs),
@@ -147,12 +176,13 @@ def run_flow(mode: str, workdir: Path, per_class: int) -> dict[str, Any]:
 
 def ray_train_floor(workdir: Path) -> dict[str, float]:
     """Fixed Ray costs without our code: local Ray start/stop, and a 2-worker TorchTrainer whose train function
-    does nothing (worker group + controller + gloo process group), or only imports our worker module."""
+    does nothing (worker group + controller + gloo process group), or only imports our worker module; with Ray
+    Train's own settings and with the ones ``fit`` applies (``launcher.ray_train_env``)."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from senet_dist.train.launcher import ensure_ray
+    from senet_dist.train.launcher import ensure_ray, ray_train_env
 
     def train_func(config: dict[str, Any]) -> None:  # local function: cloudpickled by value to the workers
         if config["imports"]:
@@ -162,19 +192,26 @@ def ray_train_floor(workdir: Path) -> dict[str, float]:
     start = time.perf_counter()
     ensure_ray()
     out["ray.init (local, 2 CPUs)"] = time.perf_counter() - start
-    for label, imports in (("TorchTrainer.fit, no-op train func", False),
-                           ("TorchTrainer.fit, train func imports senet_dist.train.worker", True)):
+    for label, imports, tuned in (("TorchTrainer.fit, no-op train func, Ray Train defaults", False, False),
+                                  ("TorchTrainer.fit, no-op train func, senet-dist settings", False, True),
+                                  ("TorchTrainer.fit, train func imports senet_dist.train.worker, senet-dist settings",
+                                   True, True)):
         trainer = TorchTrainer(train_func, train_loop_config={"imports": imports},
                                torch_config=TorchConfig(backend="gloo"), scaling_config=ScalingConfig(num_workers=2),
                                run_config=RunConfig(name=f"noop-{imports}-{time.time_ns()}",
                                                     storage_path=str(workdir / "ray")))
         start = time.perf_counter()
-        trainer.fit()
+        with ray_train_env() if tuned else contextlib.nullcontext():
+            trainer.fit()
         out[label] = time.perf_counter() - start
     start = time.perf_counter()
     ray.shutdown()
     out["ray.shutdown"] = time.perf_counter() - start
     return out
+
+
+def _overlap(runs: list[dict[str, Any]]) -> bool:
+    return max(r["started_at"] for r in runs) < min(r["ended_at"] for r in runs)
 
 
 def _median(rows: list[dict[str, Any]], key: str) -> float:
@@ -184,7 +221,8 @@ def _median(rows: list[dict[str, Any]], key: str) -> float:
 def print_tables(results: dict[str, list[dict[str, Any]]], server_start: list[float], per_class: int,
                  floors: list[dict[str, float]]) -> None:
     n = len(VARIANTS)
-    print(f"\n# train-senet flow: {n} variants {VARIANTS} on lfw-subset:{per_class} (2 classes), {TRAIN}; "
+    print(f"\n# train-senet flow: {n} variants {VARIANTS} on lfw-subset:{per_class} (2 classes), {TRAIN} "
+          f"(modes: {', '.join(f'{m}: train {o or {}} concurrent={c}' for m, (_, o, c) in MODES.items() if m in results)}); "
           f"{os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d')}; medians of {len(next(iter(results.values())))} run(s)")
     print(f"Prefect temporary server start (prefect_test_harness, once): {statistics.median(server_start):.1f} s\n")
     print("| mode | flow wall s | sum runs.wall_seconds | sum epochs.epoch_seconds | overhead vs runs / variant |"
@@ -193,7 +231,8 @@ def print_tables(results: dict[str, list[dict[str, Any]]], server_start: list[fl
     for mode, rows in results.items():
         wall, runs, ep = _median(rows, "flow_wall"), _median(rows, "runs_wall"), _median(rows, "epoch_seconds")
         print(f"| {mode} | {wall:.1f} | {runs:.1f} | {ep:.1f} | {(wall - runs) / n:.1f} | {(wall - ep) / n:.1f} |")
-    print("\nBreakdown of the flow wall time (driver-side, seconds, median; 'calls' from the first run):")
+    print("\nBreakdown of the flow wall time (driver-side, seconds, median; 'calls' from the first run; with "
+          "concurrent variants the steps' times add up across threads):")
     labels = list(dict.fromkeys(label for label, _, _ in PROBES))
     modes = list(results)
     print("| step | " + " | ".join(modes) + " | calls |")
@@ -209,7 +248,9 @@ def print_tables(results: dict[str, list[dict[str, Any]]], server_start: list[fl
         "Prefect + everything not probed": lambda r: r["flow_wall"] - sum(r["seconds"].values()),
     }
     for label, fn in derived.items():
-        cells = [f"{statistics.median(fn(r) for r in rows):.1f}" for rows in results.values()]
+        cells = [f"{statistics.median(fn(r) for r in rows):.1f}"
+                 if not (label.startswith("Prefect") and any(r["concurrent"] for r in rows)) else "n/a (overlap)"
+                 for rows in results.values()]
         print(f"| {label} | " + " | ".join(cells) + " | |")
     print(f"\nRay fixed costs without our training code (median of {len(floors)}):")
     print("| step | seconds |\n|---|---|")
@@ -219,13 +260,13 @@ def print_tables(results: dict[str, list[dict[str, Any]]], server_start: list[fl
 
 def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--modes", default="flow,warm-ray")
+    p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--per-class", type=int, default=24, help="LFW-subset images per class (max 100)")
     a = p.parse_args(argv)
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
-    if not modes or set(modes) - {"flow", "warm-ray"} or a.repeats < 1:
-        p.error("--modes takes flow and/or warm-ray; --repeats >= 1")
+    if not modes or set(modes) - set(MODES) or a.repeats < 1:
+        p.error(f"--modes takes some of {','.join(MODES)}; --repeats >= 1")
     from prefect.testing.utilities import prefect_test_harness
 
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}

@@ -94,5 +94,5 @@ EOF
   step e2e "$PY" benchmarks/e2e.py --resize 256
   step e2e "$PY" benchmarks/e2e.py --resize 0
   step e2e "$PY" benchmarks/e2e.py --resize 256 --gpu-decode
-  step orchestration "$PY" benchmarks/orchestration.py --modes flow,warm-ray --repeats 2
+  step orchestration "$PY" benchmarks/orchestration.py --repeats 2
 } 2>&1 | grep --line-buffered -v -E "httpcore2|^USDT|gpuGetDeviceCount|pid=[0-9]+\)|INFO worker.py" | tee "$LOG"
