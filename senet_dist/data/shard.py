@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import shutil
+import socket
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -38,6 +39,7 @@ from .writer import RotatingShardWriter
 
 log = logging.getLogger(__name__)
 HASH_CACHE_NAME = ".hash-cache.json"
+BUILD_PREFIX = ".tmp-build-"
 
 
 @dataclass
@@ -205,7 +207,8 @@ def shard_dataset(src: str | os.PathLike, out: str | os.PathLike, cfg: ShardConf
             return ShardResult(current, fp, False, info.counts, info.num_rejected, len(tree.ignored),
                                {s: [p.name for p in ps] for s, ps in info.shards.items()})
     out.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(dir=out, prefix=".tmp-build-"))
+    sweep_stale_builds(out)
+    build = Path(tempfile.mkdtemp(dir=out, prefix=f"{BUILD_PREFIX}{_host()}-{os.getpid()}-"))
     try:
         meta = _write_version(tree, digests, fp, cfg, build)
         existing = list_versions(out)
@@ -221,3 +224,33 @@ def shard_dataset(src: str | os.PathLike, out: str | os.PathLike, cfg: ShardConf
     if cfg.hash_cache and not (out / HASH_CACHE_NAME).exists():
         save_hash_cache(tree, digests, out / HASH_CACHE_NAME)
     return ShardResult(out / version, fp, True, meta["counts"], meta["num_rejected"], len(tree.ignored), meta["shards"])
+
+
+def _host() -> str:
+    return "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
+
+
+def sweep_stale_builds(out: Path) -> list[Path]:
+    """Remove temp build dirs of killed shard runs: only those this host's dead processes left behind.
+
+    A build dir is named ``.tmp-build-<host>-<pid>-<random>``; one from another host (a shared filesystem) or from a
+    live process (a concurrent shard run) is kept, and so is any name this code did not write."""
+    removed = []
+    for d in out.glob(f"{BUILD_PREFIX}*"):
+        parts = d.name[len(BUILD_PREFIX):].rsplit("-", 2)
+        if len(parts) != 3 or parts[0] != _host() or not parts[1].isdigit() or _alive(int(parts[1])):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        log.info("removed %s, left by a shard run that no longer exists", d.name)
+        removed.append(d)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

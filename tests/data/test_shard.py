@@ -178,3 +178,35 @@ def test_max_bytes_rotates_shards(small_tree: Path, tmp_path: Path) -> None:
     info = DatasetInfo.load(res.version_dir)
     assert len(info.shards["train"]) > 1 and sum(info.shard_counts[p.name] for p in info.shards["train"]) == res.counts["train"]
     assert all(p.stat().st_size <= 6000 + 3 * 1024 or info.shard_counts[p.name] == 1 for p in info.shards["train"])
+
+
+def test_next_run_removes_the_build_a_killed_run_left(small_tree: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from senet_dist.data.shard import BUILD_PREFIX, _host
+
+    out = tmp_path / "out"
+    # A real shard run, SIGKILLed while its build dir exists (it blocks just before publishing).
+    code = ("import sys, time; import senet_dist.data.shard as m; from senet_dist.data import ShardConfig\n"
+            "m.write_json = lambda *a, **k: time.sleep(600)\n"
+            f"m.shard_dataset(sys.argv[1], sys.argv[2], ShardConfig(**{CFG!r}))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(small_tree), str(out)])
+    deadline = time.monotonic() + 120
+    while not list(out.glob(f"{BUILD_PREFIX}*/manifest.parquet")) and time.monotonic() < deadline:
+        assert proc.poll() is None, "shard subprocess ended early"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (stale,) = out.glob(f"{BUILD_PREFIX}*")
+    live = out / f"{BUILD_PREFIX}{_host()}-{os.getpid()}-live"  # a concurrent run in a live process
+    foreign = out / f"{BUILD_PREFIX}otherhost-{proc.pid}-x"  # another host on a shared filesystem
+    live.mkdir()
+    foreign.mkdir()
+
+    result = shard_dataset(small_tree, out, ShardConfig(**CFG))
+    assert result.changed and latest_version(out) == result.version_dir
+    assert not stale.exists() and live.exists() and foreign.exists()
