@@ -86,7 +86,8 @@ def ensure_ray(ray_address: str | None = None, num_cpus: int | None = None) -> b
     kwargs: dict[str, Any] = {"runtime_env": {"env_vars": dict(QUIET_ENV)}, "log_to_driver": True}
     if address:
         ray.init(address=address, **kwargs)
-    else:
+    else:  # the hook only here: a cluster's nodes may run other code; this process's package is importable
+        kwargs["runtime_env"]["worker_process_setup_hook"] = "senet_dist._ray_setup.quiet_ray_workers"
         ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
     _started_local = not address
     return True

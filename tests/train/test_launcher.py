@@ -80,3 +80,45 @@ def test_room_for_all_reads_the_running_cluster(ray_session) -> None:
     assert launcher.room_for_all([_cfg(num_workers=1)] * cpus)
     assert not launcher.room_for_all([_cfg(num_workers=1)] * (cpus + 1))
     assert not launcher.room_for_all([_cfg(num_workers=1, use_gpu=True)])  # CPU-only test cluster
+
+
+def test_quiet_hook_drops_only_the_state_api_warning() -> None:
+    import logging
+
+    from senet_dist._ray_setup import STATE_API_NOISE, _DropMessage
+
+    drop = _DropMessage(STATE_API_NOISE[1])
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord(STATE_API_NOISE[0], logging.WARNING, __file__, 1, msg, None, None)
+
+    assert not drop.filter(record(STATE_API_NOISE[1] + ". State API may be temporarily unavailable."))
+    assert drop.filter(record("Failed to query placement group table: boom. Assuming placement group is not removed."))
+
+
+def test_local_ray_workers_run_the_quiet_hook(tmp_path) -> None:
+    """In a fresh process (this one may already hold a Ray): the Ray that ensure_ray starts installs the filter in
+    its worker processes, and a Ray Train run logs no state-API warning."""
+    import subprocess
+    import sys
+
+    code = """
+import logging, sys, tempfile, time
+import ray
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from senet_dist._ray_setup import STATE_API_NOISE
+from senet_dist.train.launcher import ensure_ray, shutdown_ray
+
+assert ensure_ray(num_cpus=2)
+probe = ray.remote(lambda: len(logging.getLogger(STATE_API_NOISE[0]).filters))
+print("filters", ray.get(probe.remote()))
+TorchTrainer(lambda: time.sleep(4), scaling_config=ScalingConfig(num_workers=1),
+             run_config=RunConfig(name="quiet", storage_path=sys.argv[1])).fit()
+shutdown_ray()
+"""
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "filters 1" in out
+    assert "Failed to query Ray Train Controller actor state" not in out
