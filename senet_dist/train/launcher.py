@@ -7,6 +7,7 @@ name is unique per call.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -21,6 +22,8 @@ from typing import Any
 from senet_dist.storage import is_local, resolve_filesystem, uri_for
 from senet_dist.train.checkpoint import META_FILE
 from senet_dist.train.config import ConfigError, TrainConfig
+
+log = logging.getLogger(__name__)
 
 QUIET_ENV = {
     "RAY_AUTH_MODE": "disabled",
@@ -150,7 +153,7 @@ def fit(
     started_ray = ensure_ray(ray_address)
     start = time.perf_counter()
     try:
-        _check_gpus(cfg)
+        _check_resources(cfg)
         trainer = TorchTrainer(
             train_func_per_worker,
             train_loop_config={"train": cfg.to_dict(), "version_dir": str(Path(version_dir).resolve())},
@@ -182,17 +185,27 @@ def fit(
             shutdown_ray()
 
 
-def _check_gpus(cfg: TrainConfig) -> None:
-    """use_gpu on a cluster without enough GPUs would make Ray wait for them forever: say so instead."""
-    if not cfg.use_gpu:
-        return
+def _check_resources(cfg: TrainConfig) -> None:
+    """A worker group the cluster cannot hold makes Ray Train retry its start every 60 s, forever: say so instead.
+
+    Missing GPUs are always an error (no autoscaler adds GPUs to a CPU-only cluster by accident); other resources
+    only on a local Ray this process started, which cannot grow. On a cluster an autoscaler may add nodes, so
+    that is a warning and Ray Train keeps waiting."""
     import ray
 
-    per_worker = (cfg.resources_per_worker or {}).get("GPU", 1)
-    have = ray.cluster_resources().get("GPU", 0)
-    if have < per_worker * cfg.num_workers:
-        raise ConfigError(f"use_gpu=true needs {per_worker * cfg.num_workers:g} GPU(s) for {cfg.num_workers} worker(s) "
-                          f"but the Ray cluster has {have:g}; set use_gpu=false (--set use_gpu=false) to train on CPU")
+    have = ray.cluster_resources()
+    short = {k: (v, have.get(k, 0.0)) for k, v in worker_group_demand([cfg]).items() if have.get(k, 0.0) < v}
+    if not short:
+        return
+    if cfg.use_gpu and "GPU" in short:
+        need, got = short["GPU"]
+        raise ConfigError(f"use_gpu=true needs {need:g} GPU(s) for {cfg.num_workers} worker(s) but the Ray cluster "
+                          f"has {got:g}; set use_gpu=false (--set use_gpu=false) to train on CPU")
+    what = ", ".join(f"{need:g} {k} (the Ray cluster has {got:g})" for k, (need, got) in short.items())
+    if _started_local:
+        raise ConfigError(f"{cfg.num_workers} worker(s) need {what}: lower num_workers (--set num_workers=N) or "
+                          "each worker's share (resources_per_worker, e.g. {CPU: 0.5})")
+    log.warning("%d worker(s) need %s; waiting for the cluster to grow (autoscaler)", cfg.num_workers, what)
 
 
 def worker_group_demand(cfgs: list[TrainConfig]) -> dict[str, float]:
@@ -212,8 +225,9 @@ def worker_group_demand(cfgs: list[TrainConfig]) -> dict[str, float]:
 def room_for_all(cfgs: list[TrainConfig]) -> bool:
     """True when the running Ray cluster can hold every worker group side by side right now.
 
-    Variants are only run concurrently then: a worker group that waits for resources longer than Ray Train's
-    start timeout (60 s) fails, so queuing a variant behind another's training is never the right default."""
+    Variants are only run concurrently then: otherwise the later ones would only queue for the resources (Ray
+    Train retries a worker group's start every 60 s until it fits), holding a controller and a flow thread each
+    for nothing."""
     import ray
 
     have = ray.cluster_resources()
