@@ -154,6 +154,8 @@ def fit(
     start = time.perf_counter()
     try:
         _check_resources(cfg)
+        if ray_fs is None:
+            Path(ray_path).mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves nothing behind
         trainer = TorchTrainer(
             train_func_per_worker,
             train_loop_config={"train": cfg.to_dict(), "version_dir": str(Path(version_dir).resolve())},
@@ -239,9 +241,7 @@ def _ray_storage(storage_path: str | Path) -> tuple[str, Any]:
     :func:`senet_dist.storage.resolve_filesystem`, because pyarrow alone ignores AWS_ENDPOINT_URL (MinIO)."""
     s = str(storage_path)
     if is_local(s):
-        p = Path(s.removeprefix("file://")).expanduser().resolve()
-        p.mkdir(parents=True, exist_ok=True)
-        return str(p), None
+        return str(Path(s.removeprefix("file://")).expanduser().resolve()), None
     fs, path = resolve_filesystem(s)
     return path, fs
 
