@@ -18,7 +18,7 @@ from prefect.states import Completed, Failed
 
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.data import DatasetInfo
-from senet_dist.train import ensure_ray, room_for_all, shutdown_ray
+from senet_dist.train import ConfigError, ensure_ray, room_for_all, shutdown_ray
 from senet_dist.pipeline import (
     DEFAULT_VARIANTS,
     PipelineConfig,
@@ -36,8 +36,20 @@ def shard_task(cfg: PipelineConfig) -> dict[str, Any]:
             "counts": dict(result.counts), "rejected": result.num_rejected}
 
 
+def _retry_unless_config_error(task: Any, task_run: Any, state: Any) -> bool:
+    """A ConfigError (a bad value, a worker group the cluster cannot hold) would fail the same way again."""
+    try:
+        state.result(raise_on_failure=True)
+    except ConfigError:
+        return False
+    except BaseException:
+        return True
+    return True
+
+
 # A retry (or a later flow run after a killed driver) reuses the run id, so Ray Train resumes from the checkpoint.
-@task(name="train-variant", task_run_name="train-{variant}", retries=1, retry_delay_seconds=5)
+@task(name="train-variant", task_run_name="train-{variant}", retries=1, retry_delay_seconds=5,
+      retry_condition_fn=_retry_unless_config_error)
 def train_task(variant: str, version_dir: str, cfg: PipelineConfig, flow_run_id: str) -> dict[str, Any]:
     store = ArtifactStore(cfg.artifacts_abs)
     run_id = run_id_for(store, variant, DatasetInfo.load(version_dir).fingerprint, cfg, flow_run_id,

@@ -96,6 +96,20 @@ def test_bad_parameters_fail_before_any_work(prefect_harness, source_copy, tmp_p
         state.result()
 
 
+def test_a_worker_group_the_machine_cannot_hold_fails_once_without_retry(prefect_harness, source_copy, tmp_path,
+                                                                        monkeypatch):
+    from senet_dist.train import launcher
+
+    monkeypatch.setattr(launcher, "_started_local", True)  # the flow's own local Ray (also if a test Ray is up)
+    state = train_senet(data=str(source_copy), variants=["se_resnet_tiny"], shards=str(tmp_path / "shards"),
+                        artifacts=str(tmp_path / "artifacts"), train={**TINY_TRAIN, "num_workers": 64, "batch_size": 128},
+                        shard={"max_count": 8}, return_state=True)
+    assert state.is_failed() and "se_resnet_tiny" in state.message
+    runs = ArtifactStore(str(tmp_path / "artifacts")).read("runs").to_pylist()
+    assert [r["status"] for r in runs] == ["running", "failed"], runs  # one attempt: a ConfigError is not retried
+    assert "64 worker(s) need 64 CPU" in runs[-1]["error"]
+
+
 @pytest.mark.slow
 def test_a_failing_variant_does_not_lose_the_others(prefect_harness, source_copy, tmp_path):
     """se_resnet_cifar fails inside its Ray workers (bad kwargs, after Prefect's retry); se_resnet_tiny still lands."""
