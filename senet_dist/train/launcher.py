@@ -194,10 +194,7 @@ def _check_resources(cfg: TrainConfig) -> None:
     Missing GPUs are always an error (no autoscaler adds GPUs to a CPU-only cluster by accident); other resources
     only on a local Ray this process started, which cannot grow. On a cluster an autoscaler may add nodes, so
     that is a warning and Ray Train keeps waiting."""
-    import ray
-
-    have = ray.cluster_resources()
-    short = {k: (v, have.get(k, 0.0)) for k, v in worker_group_demand([cfg]).items() if have.get(k, 0.0) < v}
+    short = _shortfall([cfg])
     if not short:
         return
     if cfg.use_gpu and "GPU" in short:
@@ -231,10 +228,15 @@ def room_for_all(cfgs: list[TrainConfig]) -> bool:
     Variants are only run concurrently then: otherwise the later ones would only queue for the resources (Ray
     Train retries a worker group's start every 60 s until it fits), holding a controller and a flow thread each
     for nothing."""
+    return not _shortfall(cfgs)
+
+
+def _shortfall(cfgs: list[TrainConfig]) -> dict[str, tuple[float, float]]:
+    """{resource: (needed, the cluster's total)} for each resource the worker groups of ``cfgs`` lack together."""
     import ray
 
     have = ray.cluster_resources()
-    return all(have.get(k, 0.0) >= v for k, v in worker_group_demand(cfgs).items())
+    return {k: (v, have.get(k, 0.0)) for k, v in worker_group_demand(cfgs).items() if have.get(k, 0.0) < v}
 
 
 def _ray_storage(storage_path: str | Path) -> tuple[str, Any]:
