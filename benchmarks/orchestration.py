@@ -54,8 +54,7 @@ MODES: dict[str, tuple[bool, dict[str, Any], bool | None]] = {
 # (label, module path, attribute): real driver-side functions whose time the breakdown reports.
 PROBES = [
     ("shard (fetch + shard_dataset + datasets row)", "flows.train_senet", "prepare_dataset"),
-    ("Ray init (ensure_ray)", "senet_dist.train.launcher", "ensure_ray"),
-    ("Ray init (ensure_ray)", "flows.train_senet", "ensure_ray"),  # the flow may start one Ray for all variants
+    ("Ray init (RaySession)", "senet_dist.train.session", "RaySession.__enter__"),  # the flow's or fit's own
     ("Ray Train TorchTrainer.fit", "ray.train.torch", "TorchTrainer.fit"),
     ("Ray shutdown", "ray", "shutdown"),
     ("evaluate_checkpoint (test split)", "senet_dist.evaluate", "evaluate_checkpoint"),
@@ -133,12 +132,12 @@ def run_flow(mode: str, workdir: Path, per_class: int) -> dict[str, Any]:
 
     from flows.train_senet import train_senet
     from senet_dist.artifacts import ArtifactStore
-    from senet_dist.train.launcher import ensure_ray
+    from senet_dist.train import RaySession
 
     probes = Probes()
     warm, overrides, concurrent = MODES[mode]
-    if warm:
-        ensure_ray()  # outside the timer and the probes: the cluster already exists
+    # outside the timer and the probes: the cluster already exists (a local Ray that cannot grow, as the flow's own)
+    warm_session = RaySession(fixed_size=True).__enter__() if warm else None
     defaults = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "1"}
     saved = {k: os.environ.get(k) for k in defaults}
     if mode == "flow-ray-defaults":
@@ -154,7 +153,9 @@ def run_flow(mode: str, workdir: Path, per_class: int) -> dict[str, Any]:
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-        if warm or ray.is_initialized():
+        if warm_session is not None:
+            warm_session.__exit__(None, None, None)
+        elif ray.is_initialized():
             ray.shutdown()
     if not state.is_completed():
         raise RuntimeError(f"flow run ended {state.type}: {state.message}")
@@ -177,12 +178,12 @@ def run_flow(mode: str, workdir: Path, per_class: int) -> dict[str, Any]:
 def ray_train_floor(workdir: Path) -> dict[str, float]:
     """Fixed Ray costs without our code: local Ray start/stop, and a 2-worker TorchTrainer whose train function
     does nothing (worker group + controller + gloo process group), or only imports our worker module; with Ray
-    Train's own settings and with the ones ``fit`` applies (``launcher.ray_train_env``)."""
+    Train's own settings and with the ones a ``RaySession`` applies (``session.RAY_TRAIN_ENV``)."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from senet_dist.train.launcher import ensure_ray, ray_train_env
+    from senet_dist.train.session import FIXED_SIZE_RAY_TRAIN_ENV, QUIET_ENV, RAY_TRAIN_ENV
 
     def train_func(config: dict[str, Any]) -> None:  # local function: cloudpickled by value to the workers
         if config["imports"]:
@@ -190,7 +191,7 @@ def ray_train_floor(workdir: Path) -> dict[str, float]:
 
     out: dict[str, float] = {}
     start = time.perf_counter()
-    ensure_ray()
+    ray.init(include_dashboard=False, runtime_env={"env_vars": dict(QUIET_ENV)})  # no RAY_TRAIN_* settings yet
     out["ray.init (local, 2 CPUs)"] = time.perf_counter() - start
     for label, imports, tuned in (("TorchTrainer.fit, no-op train func, Ray Train defaults", False, False),
                                   ("TorchTrainer.fit, no-op train func, senet-dist settings", False, True),
@@ -201,13 +202,25 @@ def ray_train_floor(workdir: Path) -> dict[str, float]:
                                run_config=RunConfig(name=f"noop-{imports}-{time.time_ns()}",
                                                     storage_path=str(workdir / "ray")))
         start = time.perf_counter()
-        with ray_train_env() if tuned else contextlib.nullcontext():
+        tuned_env = {**RAY_TRAIN_ENV, **FIXED_SIZE_RAY_TRAIN_ENV} if tuned else {}
+        with _env(tuned_env):
             trainer.fit()
         out[label] = time.perf_counter() - start
     start = time.perf_counter()
     ray.shutdown()
     out["ray.shutdown"] = time.perf_counter() - start
     return out
+
+
+@contextlib.contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def _overlap(runs: list[dict[str, Any]]) -> bool:

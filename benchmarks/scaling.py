@@ -58,17 +58,15 @@ def run_one(n: int, version_dir: Path, args: argparse.Namespace, storage: Path) 
     start = time.perf_counter()
     result = fit(args.model, version_dir, cfg, storage_path=storage, run_name=f"scaling-{n}w-{int(start)}")
     wall = time.perf_counter() - start
-    if result.error:
-        raise RuntimeError(f"{n} workers: {result.error}")
     timed = result.history[1:] or result.history
     return {
         "workers": n,
         "per_worker_batch": cfg.per_worker_batch_size,
-        "steps": result.history[-1]["steps"],
-        "img_per_s": statistics.median(h["img_per_s"] for h in timed),
-        "epoch_s": statistics.median(h["epoch_s"] for h in timed),
+        "steps": result.history[-1].steps,
+        "img_per_s": statistics.median(h.img_per_s for h in timed),
+        "epoch_s": statistics.median(h.epoch_seconds for h in timed),
         "wall_s": wall,
-        "val_acc": result.history[-1]["val_acc"],
+        "val_acc": result.history[-1].val_acc,
     }
 
 
@@ -86,11 +84,11 @@ def print_table(rows: list[dict], args: argparse.Namespace, version_dir: Path) -
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    from senet_dist.train.commands import resolve_data_dir
+    from senet_dist.data import resolve_version
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    version_dir = resolve_data_dir(args.data) if args.data else default_data(workdir)
+    version_dir = resolve_version(args.data) if args.data else default_data(workdir)
     rows = [run_one(int(n), version_dir, args, workdir / "runs") for n in args.workers.split(",")]
     print_table(rows, args, version_dir)
     return rows

@@ -10,27 +10,29 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
-from prefect.states import Completed
+from prefect.states import Completed, State
 
-from senet_dist.pipeline import data_changed
+from senet_dist.pipeline import PipelineConfig, data_changed
 
 
 @flow(name="check-data", log_prints=True)
 def check_data(
-    data: str = "lfw-subset",
-    shards: str = "data/shards",
+    data: str | None = None,
+    shards: str | None = None,
     shard: dict[str, Any] | None = None,
     deployment: str = "train-senet/quickstart",
     parameters: dict[str, Any] | None = None,
-):
-    """Start ``deployment`` (FLOW/DEPLOYMENT) with ``parameters`` when ``data`` changed since the last shard."""
+) -> dict[str, str] | State:
+    """Start ``deployment`` (FLOW/DEPLOYMENT) with ``parameters`` when ``data`` changed since the last shard.
+
+    Unset ``data``/``shards``/``shard`` take the PipelineConfig defaults, as train-senet's do."""
     logger = get_run_logger()
-    changed, fingerprint = data_changed(data, shards, shard or {})
+    given = {k: v for k, v in {"data": data, "shards": shards, "shard": shard}.items() if v is not None}
+    changed, fingerprint = data_changed(PipelineConfig.parse(given))
     if not changed:
         logger.info("data unchanged (fingerprint %s)", fingerprint[:12])
         return Completed(name="Unchanged", message=f"fingerprint {fingerprint[:12]} unchanged")
-    params = {"data": data, "shards": shards, "shard": shard or {}, **(parameters or {})}
-    run = run_deployment(deployment, parameters=params, timeout=0)
+    run = run_deployment(deployment, parameters={**given, **(parameters or {})}, timeout=0)
     logger.info("data changed (fingerprint %s): started %s as flow run %s", fingerprint[:12], deployment, run.id)
     return {"fingerprint": fingerprint, "flow_run_id": str(run.id)}
 

@@ -9,102 +9,29 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.context import get_run_context
 from prefect.futures import wait
-from prefect.states import Completed, Failed
+from prefect.states import Completed, Failed, State
 
 from senet_dist.artifacts import ArtifactStore
-from senet_dist.data import DatasetInfo
-from senet_dist.train import ConfigError, ensure_ray, room_for_all, shutdown_ray
-from senet_dist.pipeline import (
-    DEFAULT_VARIANTS,
-    PipelineConfig,
-    prepare_dataset,
-    run_id_for,
-    train_variant,
-    variants_to_train,
-)
-
-
-@task(name="shard", task_run_name="shard-{cfg.data}")
-def shard_task(cfg: PipelineConfig) -> dict[str, Any]:
-    result = prepare_dataset(cfg, ArtifactStore(cfg.artifacts_abs))
-    return {"version_dir": str(result.version_dir), "fingerprint": result.fingerprint, "changed": result.changed,
-            "counts": dict(result.counts), "rejected": result.num_rejected}
-
-
-def _retry_unless_config_error(task: Any, task_run: Any, state: Any) -> bool:
-    """A ConfigError (a bad value, a worker group the cluster cannot hold) would fail the same way again."""
-    try:
-        state.result(raise_on_failure=True)
-    except ConfigError:
-        return False
-    except BaseException:
-        return True
-    return True
-
-
-# A retry (or a later flow run after a killed driver) reuses the run id, so Ray Train resumes from the checkpoint.
-@task(name="train-variant", task_run_name="train-{variant}", retries=1, retry_delay_seconds=5,
-      retry_condition_fn=_retry_unless_config_error)
-def train_task(variant: str, version_dir: str, cfg: PipelineConfig, flow_run_id: str) -> dict[str, Any]:
-    store = ArtifactStore(cfg.artifacts_abs)
-    run_id = run_id_for(store, variant, DatasetInfo.load(version_dir).fingerprint, cfg, flow_run_id,
-                        finished=_flow_run_finished)
-    return train_variant(variant, Path(version_dir), cfg, store, run_id=run_id, flow_run_id=flow_run_id)
-
-
-def _flow_run_finished(flow_run_id: str) -> bool:
-    """True only when this Prefect API knows the flow run and it is over (e.g. Crashed after a killed driver)."""
-    from uuid import UUID
-
-    from prefect.client.orchestration import get_client
-
-    try:
-        with get_client(sync_client=True) as client:
-            state = client.read_flow_run(UUID(flow_run_id)).state
-    except Exception:  # unknown here (another server, deleted): it may still be live, so do not adopt its run
-        return False
-    return state is not None and state.is_final()
-
-
-@task(name="publish")
-def publish_task(summaries: list[dict[str, Any]], dataset: dict[str, Any]) -> None:
-    """Prefect artifacts: a leaderboard table and a markdown confusion matrix per variant."""
-    rows = sorted(summaries, key=lambda s: -s["accuracy"])
-    create_table_artifact(
-        key="senet-leaderboard",
-        table=[{k: r[k] for k in ("variant", "accuracy", "macro_f1", "params", "img_per_s", "epochs", "wall_seconds")}
-               for r in rows],
-        description=f"train-senet leaderboard on dataset {Path(dataset['version_dir']).name}",
-    )
-    for r in rows:
-        create_markdown_artifact(key=_artifact_key(r["variant"]), markdown=_confusion_markdown(r),
-                                 description=f"{r['variant']} evaluation")
-
-
-def _artifact_key(variant: str) -> str:
-    return "eval-" + variant.replace("_", "-").lower()
-
-
-def _confusion_markdown(summary: dict[str, Any]) -> str:
-    names = summary["class_names"]
-    head = "| true \\ pred | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
-    body = "".join(f"| **{n}** | " + " | ".join(str(v) for v in row) + " |\n"
-                   for n, row in zip(names, summary["confusion_matrix"]))
-    return (f"# {summary['variant']}\n\nrun `{summary['run_id']}`: test accuracy **{summary['accuracy']:.4f}**, "
-            f"macro F1 {summary['macro_f1']:.4f}, {summary['params']:,} parameters.\n\n"
-            f"Reports and plots: `{summary['reports']}`\n\n## Confusion matrix\n\n{head}{body}")
+from senet_dist.data import ShardResult
+from senet_dist.errors import is_retryable
+from senet_dist.pipeline import PipelineConfig, VariantSummary, prepare_dataset, run_id_for, train_variant
+from senet_dist.pipeline import variants_to_train
+from senet_dist.train import RaySession
 
 
 @flow(name="train-senet", log_prints=True)
 def train_senet(
-    data: str = "lfw-subset",
-    variants: list[str] = list(DEFAULT_VARIANTS),
-    shards: str = "data/shards",
+    data: str | None = None,
+    variants: list[str] | None = None,
+    shards: str | None = None,
     artifacts: str | None = None,
     train: dict[str, Any] | None = None,
     model_kwargs: dict[str, dict[str, Any]] | None = None,
@@ -112,50 +39,120 @@ def train_senet(
     force: bool = False,
     concurrent: bool | None = None,
     ray_address: str | None = None,
-):
+) -> list[VariantSummary] | State:
     """Shard ``data`` (ImageFolder path or built-in dataset name), train ``variants``, evaluate, store tables.
 
-    ``train`` overrides TrainConfig fields for every variant (``{"epochs": 3, "lr": 0.05}``); ``model_kwargs``
-    maps a variant to its constructor kwargs (``{"se_resnet18": {"stem": "cifar"}}``).
+    A parameter left unset takes its default from ``senet_dist.pipeline.PipelineConfig`` (``artifacts``:
+    ``$SENET_ARTIFACTS``, else ./artifacts). ``train`` overrides TrainConfig fields for every variant
+    (``{"epochs": 3, "lr": 0.05}``); ``model_kwargs`` maps a variant to its constructor kwargs.
 
     Ends early in state ``Unchanged`` when every variant already has a completed run on the same data with the
     same training config, unless ``force``. ``concurrent`` submits the variants together; by default (None) only
     when the Ray cluster can hold all their worker groups at once, so their Ray Train start-ups overlap.
     """
-    logger = get_run_logger()
-    cfg = PipelineConfig(data=data, variants=list(variants), shards=shards, train=train or {},
-                         model_kwargs=model_kwargs or {}, shard=shard or {}, force=force, ray_address=ray_address)
-    if artifacts:
-        cfg.artifacts = artifacts  # else SENET_ARTIFACTS, else ./artifacts
-    cfg.validate()
+    cfg = PipelineConfig.parse(_given(data=data, variants=variants, shards=shards, artifacts=artifacts, train=train,
+                                      model_kwargs=model_kwargs, shard=shard, force=force,
+                                      ray_address=ray_address)).validate()
     dataset = shard_task(cfg)
-    todo = variants_to_train(ArtifactStore(cfg.artifacts_abs), dataset["fingerprint"], cfg)
+    todo = variants_to_train(ArtifactStore(cfg.artifacts_abs), dataset.fingerprint, cfg)
     if not todo:
-        logger.info("dataset %s unchanged and every variant trained: nothing to do", dataset["fingerprint"][:12])
+        get_run_logger().info("dataset %s unchanged and every variant trained: nothing to do", dataset.fingerprint[:12])
         return Completed(name="Unchanged", message="data unchanged; every variant already trained")
-    flow_run_id = str(get_run_context().flow_run.id)
-    logger.info("training %s on %s", todo, dataset["version_dir"])
-    started_ray = ensure_ray(cfg.ray_address)  # one Ray for every variant: no per-variant start-up, safe concurrency
-    try:
-        if concurrent is None:
-            concurrent = len(todo) > 1 and room_for_all([cfg.train_config(v) for v in todo])
-        logger.info("variants run %s", "concurrently" if concurrent else "one after another")
-        if concurrent:
-            futures = [train_task.submit(v, dataset["version_dir"], cfg, flow_run_id) for v in todo]
-            wait(futures)
-            states = [f.state for f in futures]
-        else:
-            states = [train_task(v, dataset["version_dir"], cfg, flow_run_id, return_state=True) for v in todo]
-    finally:
-        if started_ray:
-            shutdown_ray()
+    with RaySession(cfg.ray_address) as session:  # one Ray for every variant: one start-up, safe concurrency
+        states = _train_all(todo, dataset, cfg, session, concurrent)
     summaries = [s.result() for s in states if s.is_completed()]
     if summaries:
         publish_task(summaries, dataset)
     failed = [v for v, s in zip(todo, states) if not s.is_completed()]
     if failed:
-        return Failed(message=f"variants failed: {failed}; completed: {[s['variant'] for s in summaries]}")
+        return Failed(message=f"variants failed: {failed}; completed: {[s.variant for s in summaries]}")
     return summaries
+
+
+@task(name="shard", task_run_name="shard-{cfg.data}")
+def shard_task(cfg: PipelineConfig) -> ShardResult:
+    return prepare_dataset(cfg, ArtifactStore(cfg.artifacts_abs))
+
+
+def _retry_if_transient(task: Any, task_run: Any, state: State) -> bool:
+    """A permanent failure (a bad value, a corrupt shard, resources the cluster lacks) would fail the same way
+    again; a lost worker or node may not."""
+    try:
+        state.result(raise_on_failure=True)
+    except BaseException as exc:  # noqa: BLE001 - the rule reads every failure's type
+        return is_retryable(exc)
+    return True
+
+
+# A retry (or a later flow run after a killed driver) reuses the run id, so Ray Train resumes from the checkpoint.
+@task(name="train-variant", task_run_name="train-{variant}", retries=1, retry_delay_seconds=5,
+      retry_condition_fn=_retry_if_transient, cache_policy=NO_CACHE)
+def train_task(variant: str, dataset: ShardResult, cfg: PipelineConfig, flow_run_id: str,
+               session: RaySession) -> VariantSummary:
+    store = ArtifactStore(cfg.artifacts_abs)
+    run_id = run_id_for(store, variant, dataset.fingerprint, cfg, flow_run_id, finished=_flow_run_finished)
+    return train_variant(variant, dataset.version_dir, cfg, store, run_id=run_id, flow_run_id=flow_run_id,
+                         session=session)
+
+
+def _train_all(todo: list[str], dataset: ShardResult, cfg: PipelineConfig, session: RaySession,
+               concurrent: bool | None) -> list[State]:
+    """Each variant's final task state, trained side by side or one after another."""
+    logger = get_run_logger()
+    flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+    if concurrent is None:
+        concurrent = len(todo) > 1 and session.room_for_all([cfg.train_config(v) for v in todo])
+    logger.info("training %s on %s, %s", todo, dataset.version_dir,
+                "concurrently" if concurrent else "one after another")
+    if concurrent:
+        futures = [train_task.submit(v, dataset, cfg, flow_run_id, session) for v in todo]
+        wait(futures)
+        return [f.state for f in futures]
+    return [train_task(v, dataset, cfg, flow_run_id, session, return_state=True) for v in todo]
+
+
+def _flow_run_finished(flow_run_id: str) -> bool:
+    """True only when this Prefect API knows the flow run and it is over (e.g. Crashed after a killed driver)."""
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(UUID(flow_run_id)).state
+    except Exception:  # noqa: BLE001 - unknown here (another server, deleted): it may be live; do not adopt its run
+        return False
+    return state is not None and state.is_final()
+
+
+@task(name="publish")
+def publish_task(summaries: list[VariantSummary], dataset: ShardResult) -> None:
+    """Prefect artifacts: a leaderboard table and a markdown confusion matrix per variant."""
+    rows = sorted(summaries, key=lambda s: -s.accuracy)
+    create_table_artifact(
+        key="senet-leaderboard",
+        table=[{"variant": r.variant, "accuracy": r.accuracy, "macro_f1": r.macro_f1, "params": r.params,
+                "img_per_s": r.img_per_s, "epochs": r.epochs, "wall_seconds": r.wall_seconds} for r in rows],
+        description=f"train-senet leaderboard on dataset {Path(dataset.version_dir).name}",
+    )
+    for r in rows:
+        create_markdown_artifact(key=_artifact_key(r.variant), markdown=_confusion_markdown(r),
+                                 description=f"{r.variant} evaluation")
+
+
+def _given(**params: Any) -> dict[str, Any]:
+    """The parameters a caller set: None means the PipelineConfig default."""
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _artifact_key(variant: str) -> str:
+    return "eval-" + variant.replace("_", "-").lower()
+
+
+def _confusion_markdown(s: VariantSummary) -> str:
+    head = "| true \\ pred | " + " | ".join(s.class_names) + " |\n|---|" + "---|" * len(s.class_names) + "\n"
+    body = "".join(f"| **{n}** | " + " | ".join(str(v) for v in row) + " |\n"
+                   for n, row in zip(s.class_names, s.confusion_matrix))
+    params = f"{s.params:,}" if s.params is not None else "?"
+    return (f"# {s.variant}\n\nrun `{s.run_id}`: test accuracy **{s.accuracy:.4f}**, "
+            f"macro F1 {s.macro_f1:.4f}, {params} parameters.\n\nReports and plots: `{s.reports}`\n\n"
+            f"## Confusion matrix\n\n{head}{body}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 export PREFECT_HOME="${PREFECT_HOME:-$PWD/.prefect}"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_UI_ENABLED=false
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
+export SENET_ARTIFACTS="${SENET_ARTIFACTS:-$PWD/artifacts}"  # the worker's flow runs write here (one default)
 DEPLOYMENT="${SENET_DEPLOYMENT:-train-senet/quickstart}"
 port="${SENET_PREFECT_PORT:-$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
 export PREFECT_API_URL="http://127.0.0.1:${port}/api"
@@ -58,8 +59,8 @@ if [ "$status" != 0 ]; then
 fi
 
 echo "==> leaderboard"
-senet-dist report --artifacts artifacts --png artifacts/leaderboard.png
+senet-dist report --png "$SENET_ARTIFACTS/leaderboard.png"
 echo
-echo "Arrow tables: $PWD/artifacts/{datasets,runs,epochs,evaluations,checkpoints}/*.parquet"
-echo "Plots and reports: $PWD/artifacts/reports/<run_id>/ (confusion_matrix.png, curves.png, report.json)"
+echo "Arrow tables: $SENET_ARTIFACTS/{datasets,runs,epochs,evaluations,checkpoints}/*.parquet"
+echo "Plots and reports: $SENET_ARTIFACTS/reports/<run_id>/ (confusion_matrix.png, curves.png, report.json)"
 echo "Shards: $PWD/data/shards/$(cat data/shards/LATEST 2>/dev/null)"

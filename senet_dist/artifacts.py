@@ -44,7 +44,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         _f("num_rejected", pa.int64()), _f("counts_json", pa.string()), _f("created_at", TS, False)]),
     "runs": pa.schema([
         _f("run_id", pa.string(), False), _f("flow_run_id", pa.string()), _f("variant", pa.string()),
-        _f("config_json", pa.string()), _f("dataset_version", pa.string()), _f("dataset_fingerprint", pa.string()),
+        _f("config_json", pa.string()), _f("config_yaml", pa.string()), _f("dataset_version", pa.string()), _f("dataset_fingerprint", pa.string()),
         _f("status", pa.string(), False), _f("started_at", TS), _f("ended_at", TS),
         _f("best_checkpoint_uri", pa.string()), _f("num_params", pa.int64()), _f("epochs_completed", pa.int64()),
         _f("wall_seconds", pa.float64()), _f("error", pa.string()), _f("updated_at", TS, False)]),

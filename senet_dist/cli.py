@@ -89,10 +89,11 @@ def shard(
     from senet_dist.data import ShardConfig, shard_dataset
 
     try:
-        cfg = ShardConfig(val_frac=val, test_frac=test, seed=seed, split_mode=split_mode,
-                          resize_shorter=resize_shorter or None, image_format=image_format, jpeg_quality=quality,
-                          max_count=max_count, max_bytes=int(max_mb * 1024**2), max_pixels=max_pixels, num_procs=procs,
-                          progress=progress)
+        cfg = ShardConfig.parse({
+            "val_frac": val, "test_frac": test, "seed": seed, "split_mode": split_mode,
+            "resize_shorter": resize_shorter or None, "image_format": image_format, "jpeg_quality": quality,
+            "max_count": max_count, "max_bytes": int(max_mb * 1024**2), "max_pixels": max_pixels, "num_procs": procs,
+            "progress": progress})
         result = shard_dataset(src, out, cfg)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
@@ -111,16 +112,17 @@ def train(
     name: Annotated[Optional[str], typer.Option(help="Run name; reusing one resumes it")] = None,
 ) -> None:
     """Train one model with Ray Train DDP and print per-epoch metrics."""
+    from senet_dist.errors import TrainingError
     from senet_dist.train.commands import train_command
 
     try:
-        result = train_command(model, data, config=config, sets=set_ or [], storage_path=storage, run_name=name,
-                               console=console)
+        train_command(model, data, config=config, sets=set_ or [], storage_path=storage, run_name=name,
+                      console=console)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
-    if result.error:
-        console.print(f"[red]training failed:[/] {result.error}")
-        raise typer.Exit(1)
+    except TrainingError as exc:
+        console.print(f"[red]training failed:[/] {exc}")
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -141,15 +143,16 @@ def evaluate(
 
 @app.command()
 def report(
-    artifacts: Annotated[str, typer.Option(help="Artifacts root (local dir or s3:// URI)",
-                                           envvar="SENET_ARTIFACTS")] = "artifacts",
+    artifacts: Annotated[Optional[str], typer.Option(
+        help="Artifacts root (local dir or s3:// URI) [default: $SENET_ARTIFACTS, else ./artifacts]")] = None,
     png: Annotated[Optional[str], typer.Option(help="Write a comparison bar chart here (path or s3:// URI)")] = None,
 ) -> None:
     """Print the leaderboard from the Arrow tables (and optionally a comparison PNG)."""
     from senet_dist.artifacts import ArtifactStore
+    from senet_dist.pipeline import default_artifacts
     from senet_dist.report import format_leaderboard, leaderboard, plot_comparison
 
-    table = leaderboard(ArtifactStore(artifacts))
+    table = leaderboard(ArtifactStore(artifacts or default_artifacts()))
     console.print(format_leaderboard(table))
     if png is not None and table.num_rows:
         plot_comparison(table, png)
@@ -158,31 +161,34 @@ def report(
 
 @app.command()
 def run(
-    data: Annotated[str, typer.Option(help="ImageFolder path or built-in dataset (NAME or NAME:PER_CLASS)")] = "lfw-subset",
-    variant: Annotated[Optional[list[str]], typer.Option(help="Model variant (repeatable)")] = None,
-    shards: Annotated[str, typer.Option(help="Shards root")] = "data/shards",
-    artifacts: Annotated[str, typer.Option(help="Artifacts root (local dir or s3:// URI)",
-                                           envvar="SENET_ARTIFACTS")] = "artifacts",
+    data: Annotated[Optional[str], typer.Option(
+        help="ImageFolder path or built-in dataset (NAME or NAME:PER_CLASS) [default: lfw-subset]")] = None,
+    variant: Annotated[Optional[list[str]], typer.Option(help="Model variant (repeatable) [default: the flow's]")] = None,
+    shards: Annotated[Optional[str], typer.Option(help="Shards root [default: data/shards]")] = None,
+    artifacts: Annotated[Optional[str], typer.Option(
+        help="Artifacts root (local dir or s3:// URI) [default: $SENET_ARTIFACTS, else ./artifacts]")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="TrainConfig override key=value")] = None,
     force: Annotated[bool, typer.Option(help="Retrain even when nothing changed")] = False,
     concurrent: Annotated[Optional[bool], typer.Option(
         "--concurrent/--sequential", help="Train variants side by side or one after another "
         "[default: side by side when the Ray cluster holds all their workers]")] = None,
 ) -> None:
-    """Run the train-senet flow in this process (Prefect starts a temporary server unless PREFECT_API_URL is set)."""
-    from senet_dist.pipeline import DEFAULT_VARIANTS, PipelineConfig
-    from senet_dist.train.config import parse_overrides
+    """Run the train-senet flow in this process (Prefect starts a temporary server unless PREFECT_API_URL is set).
 
-    variants = variant or list(DEFAULT_VARIANTS)
+    Unset options take the defaults of the pipeline config (senet_dist.pipeline.PipelineConfig), as the flow does."""
+    from senet_dist.pipeline import PipelineConfig
+    from senet_dist.schema import parse_overrides
+
+    given = {"data": data, "variants": variant, "shards": shards, "artifacts": artifacts}
+    params = {k: v for k, v in given.items() if v}
     try:  # validate before Prefect or Ray start: bad input costs milliseconds and exits 2
         overrides = parse_overrides(set_ or [])
-        PipelineConfig(data=data, variants=variants, shards=shards, artifacts=artifacts, train=overrides).validate()
+        PipelineConfig.parse({**params, "train": overrides}).validate()
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     from flows.train_senet import train_senet
 
-    state = train_senet(data=data, variants=variants, shards=shards, artifacts=artifacts,
-                        train=overrides, force=force, concurrent=concurrent, return_state=True)
+    state = train_senet(**params, train=overrides, force=force, concurrent=concurrent, return_state=True)
     console.print(f"flow run finished: {state.name} {state.message or ''}")
     if not state.is_completed():
         raise typer.Exit(1)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display on training hosts / CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+if TYPE_CHECKING:
+    from senet_dist.train.results import EpochMetrics
 
 
 def plot_confusion_matrix(cm: Any, classes: Sequence[str], path: str | Path, *, normalize: bool = False) -> Path:
@@ -36,17 +39,15 @@ def plot_confusion_matrix(cm: Any, classes: Sequence[str], path: str | Path, *, 
     return _save(fig, path)
 
 
-def plot_curves(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
+def plot_curves(history: Sequence[EpochMetrics], path: str | Path) -> Path:
     """Two panels: train/val loss and train/val accuracy per epoch."""
     if not history:
         raise ValueError("history is empty: nothing to plot")
-    epochs = [h["epoch"] for h in history]
+    epochs = [h.epoch for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
         for split, style in (("train", "-o"), ("val", "-s")):
-            col = f"{split}_{key}"
-            if all(col in h for h in history):
-                ax.plot(epochs, [h[col] for h in history], style, label=split)
+            ax.plot(epochs, [getattr(h, f"{split}_{key}") for h in history], style, label=split)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)

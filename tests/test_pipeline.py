@@ -49,7 +49,7 @@ def test_variants_to_train_skips_only_identical_completed_runs(tmp_path):
         ({"variants": []}, "at least one"),
         ({"variants": ["se_resnet_tiny", "se_resnet_tiny"]}, "duplicates"),
         ({"model_kwargs": {"se_resnet_500": {}}}, "se_resnet_500.*valid names"),
-        ({"shard": {"max_cnt": 3}}, "unknown shard option"),
+        ({"shard": {"max_cnt": 3}}, "unknown key 'shard.max_cnt'"),
         ({"train": {"epochs": 0}}, "epochs"),
         ({"train": {"batch_size": 1, "num_workers": 2}}, "batch_size"),
         ({"data": "/nonexistent/images"}, "neither an ImageFolder"),
@@ -57,9 +57,8 @@ def test_variants_to_train_skips_only_identical_completed_runs(tmp_path):
     ],
 )
 def test_bad_pipeline_config_fails_fast(kwargs, match):
-    cfg = PipelineConfig(**{"variants": ["se_resnet_tiny"], **kwargs})
     with pytest.raises((ValueError, FileNotFoundError), match=match):
-        cfg.validate()
+        PipelineConfig.parse({"variants": ["se_resnet_tiny"], **kwargs}).validate()
 
 
 def test_builtin_dataset_spec_with_limit(tmp_path):

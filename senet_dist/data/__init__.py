@@ -2,8 +2,8 @@
 
 from .datasets import fetch_dataset, list_datasets
 from .images import EncodeConfig, process_image
-from .loader import Loader, LoaderConfig, make_loader
-from .manifest import DatasetInfo, latest_version, list_versions
+from .loader import Loader, LoaderConfig, LoaderOptions, make_loader
+from .manifest import DatasetInfo, latest_version, list_versions, resolve_version
 from .shard import ShardConfig, ShardResult, fingerprint_source, shard_dataset
 from .source import DatasetError
 from .stream import ShardReadError
@@ -14,6 +14,7 @@ __all__ = [
     "EncodeConfig",
     "Loader",
     "LoaderConfig",
+    "LoaderOptions",
     "ShardConfig",
     "ShardReadError",
     "ShardResult",
@@ -24,5 +25,6 @@ __all__ = [
     "list_versions",
     "make_loader",
     "process_image",
+    "resolve_version",
     "shard_dataset",
 ]

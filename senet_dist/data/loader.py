@@ -12,11 +12,13 @@ import math
 import os
 import sys
 import threading
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator, Literal
 
 import torch
+from pydantic import Field
 from torch.utils.data import DataLoader
+
+from senet_dist.schema import Section
 
 from .gpu_decode import decode_batch, resolve_device
 from .manifest import DatasetInfo
@@ -26,35 +28,34 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecoder, Normalizer, b
 from .transforms import bytes_collate, eval_resize, raw_bytes, uint8_collate
 
 
-@dataclass
-class LoaderConfig:
-    batch_size: int = 64  # per rank
-    image_size: int = 224
-    num_workers: int = 2  # DataLoader worker processes per rank (0: read in the training process)
+class LoaderOptions(Section):
+    """How batches are read and augmented: the part of a loader a training config sets (``TrainConfig.loader``)."""
+
+    TITLE: ClassVar[str] = "loader config"
+    num_workers: int = Field(1, ge=0)  # DataLoader worker processes per rank (0: read in the training process)
     gpu_decode: bool = False  # ship encoded bytes, decode + augment on `decode_device`
     decode_device: str | None = None  # None -> "cuda"
-    gpu_fallback: str = "cpu"  # without CUDA: "cpu" decodes the byte batches on the CPU, "error" raises
-    seed: int = 0
-    shuffle_buffer: int = 1000  # samples per loader worker
+    gpu_fallback: Literal["cpu", "error"] = "cpu"  # without CUDA: decode on the CPU, or raise
+    shuffle_buffer: int = Field(1000, ge=1)  # samples per loader worker
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     crop_scale: tuple[float, float] = (0.08, 1.0)
     hflip: bool = True
-    eval_crop_ratio: float = 0.875
-    decoder: str = "torchvision"  # CPU path: "torchvision" (fastest for pre-resized shards) or "pil" (+ JPEG draft)
-    steps_per_epoch: int | None = None  # override the manifest-derived training steps
-    device: str | None = None  # CPU path: move the uint8 batch here, then normalise (e.g. "cuda"); None -> CPU
+    eval_crop_ratio: float = Field(0.875, gt=0, le=1)
+    decoder: Literal["torchvision", "pil"] = "torchvision"  # CPU path: torchvision (pre-resized shards) or pil (draft)
     pin_memory: bool | None = None  # None -> torch.cuda.is_available()
     persistent_workers: bool = False
-    prefetch_factor: int = 2
+    prefetch_factor: int = Field(2, ge=1)
 
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.image_size < 1 or self.num_workers < 0:
-            raise ValueError("batch_size and image_size must be >= 1 and num_workers >= 0")
-        if self.decoder not in ("torchvision", "pil"):
-            raise ValueError("decoder must be 'torchvision' or 'pil'")
-        if self.gpu_fallback not in ("cpu", "error"):
-            raise ValueError("gpu_fallback must be 'cpu' or 'error'")
+
+class LoaderConfig(LoaderOptions):
+    """One rank's loader: the options plus what the training run decides (batch, image size, seed)."""
+
+    batch_size: int = Field(64, ge=1)  # per rank
+    image_size: int = Field(224, ge=1)
+    seed: int = 0
+    steps_per_epoch: int | None = None  # override the manifest-derived training steps
+    device: str | None = None  # CPU path: move the uint8 batch here, then normalise (e.g. "cuda"); None -> CPU
 
 
 def _worker_init(_: int) -> None:

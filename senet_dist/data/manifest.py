@@ -77,6 +77,19 @@ def latest_version(out: str | os.PathLike) -> Path | None:
     return versions[-1] if versions else None
 
 
+def resolve_version(path: str | os.PathLike) -> Path:
+    """The one way from what a user names to a version directory: a version dir as is, a shards root -> LATEST."""
+    p = Path(path).expanduser().resolve()
+    if (p / "dataset.json").is_file():
+        return p
+    if not p.is_dir():
+        raise DatasetError(f"dataset directory does not exist: {path}")
+    latest = latest_version(p)
+    if latest is None:
+        raise DatasetError(f"{path} is not a dataset version directory (no dataset.json) nor a shards root (no LATEST)")
+    return latest
+
+
 @dataclass
 class DatasetInfo:
     """Parsed dataset.json of one version directory; shard paths are absolute."""
@@ -99,12 +112,7 @@ class DatasetInfo:
     @classmethod
     def load(cls, version_dir: str | os.PathLike) -> DatasetInfo:
         """Load a version directory (a shards root with LATEST is resolved to its latest version)."""
-        vdir = Path(version_dir).expanduser().resolve()
-        if not (vdir / "dataset.json").is_file():
-            resolved = latest_version(vdir)
-            if resolved is None:
-                raise DatasetError(f"{vdir} is not a dataset version directory (no dataset.json) and has no LATEST")
-            vdir = resolved
+        vdir = resolve_version(version_dir)
         meta = json.loads((vdir / "dataset.json").read_text(encoding="utf-8"))
         shards = {s: [vdir / n for n in meta["shards"].get(s, [])] for s in SPLITS}
         return cls(

@@ -19,7 +19,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from itertools import repeat
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from senet_dist.schema import Section
 
 from .fingerprint import compute_fingerprint, hash_files, save_hash_cache
 from .images import EncodeConfig, Encoded, Rejected, process_image
@@ -42,39 +46,47 @@ HASH_CACHE_NAME = ".hash-cache.json"
 BUILD_PREFIX = ".tmp-build-"
 
 
-@dataclass
-class ShardConfig:
-    """Everything that shapes a dataset version; all but num_procs/progress/hash_cache enter the fingerprint."""
+class ShardConfig(Section):
+    """Everything that shapes a dataset version; all but num_procs/progress/hash_cache enter the fingerprint.
 
+    ``val_frac``/``test_frac`` are accepted as input shorthands and folded into ``fractions`` (train = the rest).
+    """
+
+    TITLE: ClassVar[str] = "shard config"
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/val/test, stratified per class
     seed: int = 0
-    split_mode: str = "auto"  # auto: use train/ + test/ (+ val/) folders when present; random; predefined
-    resize_shorter: int | None = 256  # store images with this shorter side (None: original size)
-    image_format: str = "jpg"  # "jpg" (GPU-decodable) or "png"
-    jpeg_quality: int = 90
-    max_pixels: int = 64_000_000  # larger images are quarantined as decompression bombs
-    max_count: int = 10_000  # samples per shard
-    max_bytes: int = 256 * 1024**2  # bytes per shard
+    split_mode: Literal["auto", "random", "predefined"] = "auto"  # auto: honour train/ + test/ (+ val/) folders
+    resize_shorter: int | None = Field(256, ge=1)  # store images with this shorter side (None: original size)
+    image_format: Literal["jpg", "png"] = "jpg"  # jpg is GPU-decodable
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    max_pixels: int = Field(64_000_000, ge=1)  # larger images are quarantined as decompression bombs
+    max_count: int = Field(10_000, ge=1)  # samples per shard
+    max_bytes: int = Field(256 * 1024**2, ge=1)  # bytes per shard
     num_procs: int | None = None  # encoding processes; None -> min(cpu_count, 8); <=1 encodes in-process
     progress: bool = True
     hash_cache: bool = True  # reuse content hashes keyed by (size, mtime) in OUT/.hash-cache.json
-    val_frac: float | None = None  # shorthand: with test_frac, sets fractions = (1 - val - test, val, test)
-    test_frac: float | None = None
 
-    def __post_init__(self) -> None:
-        if self.val_frac is not None or self.test_frac is not None:
-            val = self.fractions[1] if self.val_frac is None else self.val_frac
-            test = self.fractions[2] if self.test_frac is None else self.test_frac
-            self.fractions = (1.0 - val - test, val, test)
-            self.val_frac, self.test_frac = None, None  # folded in: the config stays single-sourced
-        self.fractions = tuple(round(float(f), 10) for f in self.fractions)  # type: ignore[assignment]
-        self.split_config()  # validates fractions early
-        self.encode_config()
-        if self.max_count < 1 or self.max_bytes < 1:
-            raise DatasetError("max_count and max_bytes must be positive")
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_fractions(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not {"val_frac", "test_frac"} & set(data):
+            return data
+        data = dict(data)
+        val, test = data.pop("val_frac", None), data.pop("test_frac", None)
+        _, default_val, default_test = data.get("fractions", cls.model_fields["fractions"].default)
+        val = default_val if val is None else float(val)
+        test = default_test if test is None else float(test)
+        return {**data, "fractions": (1.0 - val - test, val, test)}
+
+    @field_validator("fractions")
+    @classmethod
+    def _valid_split(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        fractions = (round(v[0], 10), round(v[1], 10), round(v[2], 10))
+        SplitConfig(fractions, 0)  # raises DatasetError (a ValueError) naming the problem
+        return fractions
 
     def split_config(self) -> SplitConfig:
-        return SplitConfig(self.fractions, self.seed)  # type: ignore[arg-type]
+        return SplitConfig(self.fractions, self.seed)
 
     def encode_config(self) -> EncodeConfig:
         return EncodeConfig(self.resize_shorter, self.image_format, self.jpeg_quality, self.max_pixels)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from senet_dist.errors import PermanentError
+
 import logging
 import os
 from dataclasses import dataclass, field
@@ -13,7 +15,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
-class DatasetError(ValueError):
+class DatasetError(PermanentError, ValueError):
     """The input tree or configuration cannot produce a valid dataset version."""
 
 

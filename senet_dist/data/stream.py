@@ -9,6 +9,8 @@ Training streams cycle forever and are cut at an exact batch count; evaluation s
 
 from __future__ import annotations
 
+from senet_dist.errors import PermanentError
+
 import io
 import math
 import random
@@ -24,7 +26,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 IMAGE_KEYS = ("jpg", "png", "jpeg")
 
 
-class ShardReadError(RuntimeError):
+class ShardReadError(PermanentError, RuntimeError):
     """A shard is truncated, corrupt or inconsistent with the manifest."""
 
 

@@ -7,21 +7,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from senet_dist.train.config import ConfigError, OptimizerConfig, ScheduleConfig, TrainConfig
-from senet_dist.train.launcher import FitResult, default_run_name, ensure_ray, fit, room_for_all, shutdown_ray
+from senet_dist.errors import ConfigError, ResourceError, TrainingError
+from senet_dist.train.config import OptimizerConfig, ScheduleConfig, TrainConfig
+from senet_dist.train.launcher import CONFIG_FILE, default_run_name, fit
+from senet_dist.train.results import EpochMetrics, FitResult
+from senet_dist.train.session import RaySession, worker_group_demand
 
 __all__ = [
+    "CONFIG_FILE",
     "ConfigError",
+    "EpochMetrics",
     "FitResult",
     "OptimizerConfig",
+    "RaySession",
+    "ResourceError",
     "ScheduleConfig",
     "TrainConfig",
+    "TrainingError",
     "default_run_name",
-    "ensure_ray",
     "fit",
-    "room_for_all",
-    "shutdown_ray",
     "train_func_per_worker",
+    "worker_group_demand",
 ]
 
 

@@ -6,29 +6,21 @@ The CLI only parses arguments and calls these; they are also usable from a noteb
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from senet_dist.train.config import ConfigError, TrainConfig
-from senet_dist.train.launcher import FitResult, fit
+from senet_dist.data import resolve_version
+from senet_dist.errors import TrainingError
+from senet_dist.train.config import TrainConfig
+from senet_dist.train.launcher import fit
+from senet_dist.train.results import EpochMetrics, FitResult
 
-
-def resolve_data_dir(data: str | Path) -> Path:
-    """A version dir as is; a shards root -> its LATEST version."""
-    from senet_dist.data import latest_version
-
-    p = Path(data)
-    if (p / "dataset.json").is_file():
-        return p
-    if not p.is_dir():
-        raise ConfigError(f"dataset directory does not exist: {p}")
-    latest = latest_version(p)
-    if latest is None:
-        raise ConfigError(f"{p} is neither a dataset version dir (no dataset.json) nor a shards root with versions")
-    return Path(latest)
+if TYPE_CHECKING:
+    from senet_dist.evaluate import EvalReport
 
 
 def load_config(model: str | None, config: str | Path | None, sets: Sequence[str] = ()) -> TrainConfig:
@@ -49,31 +41,35 @@ def train_command(
     ray_address: str | None = None,
     console: Console | None = None,
 ) -> FitResult:
-    """Validate, train, print a per-epoch table; raises ConfigError before Ray starts on bad input."""
+    """Validate, train, print a per-epoch table. ConfigError before Ray starts on bad input; on TrainingError the
+    epochs reached are printed, then it is raised."""
     console = console or Console()
     cfg = load_config(model, config, sets)
-    version_dir = resolve_data_dir(data)
+    version_dir = resolve_version(data)
     cfg.validate(version_dir)
     console.print(f"[bold]training[/] {cfg.model} on {version_dir} with {cfg.num_workers} worker(s), "
                   f"{cfg.epochs} epoch(s), global batch {cfg.batch_size}")
-    with console.status("training under Ray Train ..."):
-        result = fit(cfg.model, version_dir, cfg, storage_path=storage_path, run_name=run_name,
-                     ray_address=ray_address)
+    try:
+        with console.status("training under Ray Train ..."):
+            result = fit(cfg.model, version_dir, cfg, storage_path=storage_path, run_name=run_name,
+                         ray_address=ray_address)
+    except TrainingError as exc:
+        if isinstance(exc.result, FitResult) and exc.result.history:
+            console.print(history_table(exc.result.history))
+        raise
     console.print(history_table(result.history))
-    style = "red" if result.error else "green"
-    console.print(f"[{style}]run {result.run_name}: {result.epochs_completed} epoch(s) in {result.wall_s:.1f}s"
-                  f"{'; error: ' + result.error if result.error else ''}[/]")
+    console.print(f"[green]run {result.run_name}: {result.epochs_completed} epoch(s) in {result.wall_seconds:.1f}s[/]")
     console.print(f"best checkpoint: {result.best_checkpoint}")
     return result
 
 
-def history_table(history: list[dict[str, Any]]) -> Table:
+def history_table(history: Sequence[EpochMetrics]) -> Table:
     table = Table(title="epochs")
     for col in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "img/s", "s"):
         table.add_column(col, justify="right")
     for h in history:
-        table.add_row(str(h["epoch"]), f"{h['train_loss']:.4f}", f"{h['train_acc']:.4f}", f"{h['val_loss']:.4f}",
-                      f"{h['val_acc']:.4f}", f"{h['lr']:.4g}", f"{h['img_per_s']:.0f}", f"{h['epoch_s']:.1f}")
+        table.add_row(str(h.epoch), f"{h.train_loss:.4f}", f"{h.train_acc:.4f}", f"{h.val_loss:.4f}",
+                      f"{h.val_acc:.4f}", f"{h.lr:.4g}", f"{h.img_per_s:.0f}", f"{h.epoch_seconds:.1f}")
     return table
 
 
@@ -86,7 +82,7 @@ def evaluate_command(
     batch_size: int = 256,
     device: str = "auto",
     console: Console | None = None,
-):
+) -> EvalReport:
     """Evaluate, print a per-class table, and (with ``out_dir``) write report.json, confusion.png, curves.png."""
     from senet_dist.evaluate import evaluate_checkpoint
     from senet_dist.plots import plot_confusion_matrix, plot_curves
@@ -95,7 +91,7 @@ def evaluate_command(
     console = console or Console()
     ckpt = resolve_checkpoint(checkpoint)
     with console.status(f"evaluating {ckpt.name} on {split} ..."):
-        report = evaluate_checkpoint(ckpt, resolve_data_dir(data), split=split, batch_size=batch_size, device=device)
+        report = evaluate_checkpoint(ckpt, resolve_version(data), split=split, batch_size=batch_size, device=device)
     table = Table(title=f"{report.variant} on {report.dataset_version}/{split}: accuracy {report.accuracy:.4f}")
     for col in ("class", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="right")
@@ -110,7 +106,7 @@ def evaluate_command(
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
         plot_confusion_matrix(report.confusion_matrix, report.classes, out / "confusion.png")
-        history = read_meta(ckpt).get("history", [])
+        history = [EpochMetrics.from_dict(h) for h in read_meta(ckpt).get("history", [])]
         if history:
             plot_curves(history, out / "curves.png")
         console.print(f"wrote {out}/report.json and plots")

@@ -7,11 +7,8 @@ per-rank evaluation batch counts differ and a per-batch collective would deadloc
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
@@ -156,33 +153,3 @@ def eval_epoch(model: nn.Module, loader: Iterable, criterion: nn.Module, opts: S
         correct += int((logits.argmax(1) == labels).sum())
         n += labels.numel()
     return Sums(loss_sum, float(correct), float(n), time.perf_counter() - start)
-
-
-def fault_hook(
-    rank: int,
-    epoch: int,
-    kill_rank: int | None,
-    kill_epoch: int | None,
-    after_steps: int,
-    marker: str | None,
-    before_kill: Callable[[], object] | None = None,
-) -> Callable[[int], None] | None:
-    """Test hook: SIGKILL this process once (``marker`` records that it fired) to exercise Ray's restart + resume.
-
-    ``before_kill`` lets the worker wait until Ray has registered every reported checkpoint: a crash that lands
-    before the controller processed the last report loses that checkpoint, which would make the test racy.
-    """
-    if kill_rank is None or rank != kill_rank or (kill_epoch is not None and epoch != kill_epoch) or marker is None:
-        return None
-    if Path(marker).exists():
-        return None
-
-    def hook(step: int) -> None:
-        if step >= after_steps and not Path(marker).exists():
-            Path(marker).parent.mkdir(parents=True, exist_ok=True)
-            if before_kill is not None:
-                before_kill()
-            Path(marker).write_text(f"rank={rank} epoch={epoch} step={step} pid={os.getpid()}\n")
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return hook

@@ -37,7 +37,7 @@ def test_flow_trains_stores_skips_and_retrains_on_change(prefect_harness, source
     state = _run(source_copy, tmp_path)
     assert state.is_completed(), state.message
     summaries = state.result()
-    assert sorted(s["variant"] for s in summaries) == sorted(VARIANTS)
+    assert sorted(s.variant for s in summaries) == sorted(VARIANTS)
 
     store = ArtifactStore(str(tmp_path / "artifacts"))
     runs = store.runs_latest().to_pylist()
@@ -51,7 +51,7 @@ def test_flow_trains_stores_skips_and_retrains_on_change(prefect_harness, source
     assert ckpts and all(Path(c["uri"]).exists() for c in ckpts)
     assert store.read("datasets").num_rows == 1
     for s in summaries:
-        assert (Path(s["reports"]) / "confusion_matrix.png").stat().st_size > 0
+        assert (Path(s.reports) / "confusion_matrix.png").stat().st_size > 0
     arts = _read_artifacts(["senet-leaderboard", "eval-se-resnet-tiny", "eval-se-resnet-cifar"])
     assert set(arts) == {"senet-leaderboard", "eval-se-resnet-tiny", "eval-se-resnet-cifar"}
 
@@ -98,9 +98,10 @@ def test_bad_parameters_fail_before_any_work(prefect_harness, source_copy, tmp_p
 
 def test_a_worker_group_the_machine_cannot_hold_fails_once_without_retry(prefect_harness, source_copy, tmp_path,
                                                                         monkeypatch):
-    from senet_dist.train import launcher
+    from senet_dist.train import RaySession
 
-    monkeypatch.setattr(launcher, "_started_local", True)  # the flow's own local Ray (also if a test Ray is up)
+    # as on the flow's own local Ray (also if a test Ray is up): a Ray that cannot grow
+    monkeypatch.setattr(RaySession, "fixed_size", property(lambda self: True))
     state = train_senet(data=str(source_copy), variants=["se_resnet_tiny"], shards=str(tmp_path / "shards"),
                         artifacts=str(tmp_path / "artifacts"), train={**TINY_TRAIN, "num_workers": 64, "batch_size": 128},
                         shard={"max_count": 8}, return_state=True)

@@ -87,7 +87,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
 def _init_ray() -> None:
     import ray
 
-    from senet_dist.train.launcher import QUIET_ENV
+    from senet_dist.train.session import QUIET_ENV
 
     if not ray.is_initialized():
         # 2 training workers + Ray Train's controller on logical CPUs (the box has 2 cores).

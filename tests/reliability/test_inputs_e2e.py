@@ -115,8 +115,8 @@ def test_one_epoch_run_on_it_records_every_table(e2e, ray_up, figures) -> None:
     cfg, store = e2e["cfg"], e2e["store"]
     summary = train_variant("se_resnet_tiny", e2e["version_dir"], cfg, store, run_id=RUN_ID)
     figures.run_completed()
-    assert summary["epochs"] == 1 and summary["run_id"] == RUN_ID
-    assert (Path(summary["reports"]) / "confusion_matrix.png").stat().st_size > 0
+    assert summary.epochs == 1 and summary.run_id == RUN_ID
+    assert (Path(summary.reports) / "confusion_matrix.png").stat().st_size > 0
     (run,) = store.runs_latest().to_pylist()
     assert run["status"] == "completed" and run["epochs_completed"] == 1
     epochs = store.read("epochs").to_pylist()

@@ -18,6 +18,7 @@ import pytest
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.data import DatasetInfo
 from senet_dist.pipeline import PipelineConfig, train_variant
+from senet_dist.errors import TrainingError, is_retryable
 from senet_dist.train import fit
 
 from .conftest import eval_keys, shard, tiny_train, train_config
@@ -37,14 +38,13 @@ def test_two_ranks_two_loader_workers_over_uneven_shards(ray_up, lfw_source: Pat
     assert len(info.shards["train"]) == num_shards
     cfg = train_config(epochs=1, loader_workers=2, batch_size=8)
     result = fit("se_resnet_tiny", vdir, cfg, storage_path=tmp_path / "runs", run_name=f"uneven-{num_shards}")
-    assert result.error is None, result.error
     figures.run_completed()
     (epoch,) = result.history
     # every rank ran exactly this many steps (the loader raises otherwise; a short rank would hang the all-reduce)
-    assert epoch["steps"] == info.counts["train"] // (2 * cfg.per_worker_batch_size)
+    assert epoch.steps == info.counts["train"] // (2 * cfg.per_worker_batch_size)
     # val accuracy is correct/count summed over ranks: an integer multiple of 1/n_val only if count == n_val
     n_val = info.counts["val"]
-    assert abs(epoch["val_acc"] * n_val - round(epoch["val_acc"] * n_val)) < 1e-6
+    assert abs(epoch.val_acc * n_val - round(epoch.val_acc * n_val)) < 1e-6
     expected = Counter(r["key"] for r in info.manifest().to_pylist() if r["split"] == "val")
     got = eval_keys(vdir, "val", 2, 2)
     assert Counter(got.get("keys", [])) == expected, got  # same layout, both ranks: each sample exactly once
@@ -64,8 +64,9 @@ def test_truncated_train_shard_fails_the_ray_run_naming_it(ray_up, damaged_copy:
     figures.fault("shard-truncated")
     cfg = PipelineConfig(variants=["se_resnet_tiny"], artifacts=str(tmp_path / "artifacts"), train=tiny_train())
     store = ArtifactStore(cfg.artifacts_abs)
-    with pytest.raises(RuntimeError, match=victim.name):
+    with pytest.raises(TrainingError, match=victim.name) as info:
         train_variant("se_resnet_tiny", damaged_copy, cfg, store, run_id="truncated")
+    assert not is_retryable(info.value)  # a corrupt shard fails the same way again: the flow does not retry it
     (run,) = store.runs_latest().to_pylist()
     assert run["status"] == "failed" and victim.name in run["error"]
     assert store.read("epochs").num_rows == 0 and store.read("checkpoints").num_rows == 0  # nothing half-recorded

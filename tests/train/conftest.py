@@ -15,7 +15,7 @@ for _k, _v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}.item
 def ray_session():
     import ray
 
-    from senet_dist.train.launcher import QUIET_ENV
+    from senet_dist.train.session import QUIET_ENV
 
     started = not ray.is_initialized()
     if started:
@@ -56,7 +56,7 @@ def _tiny_config(**overrides):
         "loader_workers": 1,
         "image_size": 32,
         "optimizer.lr": 0.05,
-        "loader_kwargs": {"crop_scale": [0.5, 1.0]},
+        "loader.crop_scale": [0.5, 1.0],
         "seed": 0,
     }
     return TrainConfig().with_overrides(base | overrides)

@@ -69,12 +69,12 @@ def test_missing_file() -> None:
     "overrides, needle",
     [
         ({"model": "se_resnet_9000"}, "unknown model 'se_resnet_9000'; valid names"),
-        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"epochs": 0}, "epochs must be >= 1, got 0"),
         ({"batch_size": 1, "num_workers": 2}, "smaller than num_workers"),
         ({"batch_size": 9, "num_workers": 2}, "not divisible by num_workers"),
-        ({"optimizer.lr": 0}, "optimizer.lr must be > 0"),
+        ({"optimizer.lr": 0}, "optimizer.lr must be > 0, got 0"),
         ({"optimizer.lr": -1e-3}, "optimizer.lr must be > 0"),
-        ({"optimizer.name": "lamb"}, "optimizer.name must be one of"),
+        ({"optimizer.name": "lamb"}, "optimizer.name must be one of 'sgd' or 'adamw', got 'lamb'"),
         ({"schedule.name": "linear"}, "schedule.name must be one of"),
         ({"precision": "fp8"}, "precision must be one of"),
         ({"precision": "fp16"}, "fp16 needs use_gpu"),
@@ -82,9 +82,11 @@ def test_missing_file() -> None:
         ({"keep_best_n": 0}, "keep_best_n must be >= 1"),
         ({"patience": 0}, "patience must be >= 1"),
         ({"label_smoothing": 1.0}, "label_smoothing"),
-        ({"fault_kill_rank": 1}, "needs fault_marker"),
-        ({"loader_kwargs": {"hflipp": True}}, "loader_kwargs: unknown"),
-        ({"loader_kwargs": {"batch_size": 4}}, "TrainConfig-owned"),
+        ({"fault_kill_rank": 1}, "unknown key 'fault_kill_rank'"),  # test hooks are not config (train.faults)
+        ({"loader": {"hflipp": True}}, "unknown key 'loader.hflipp'"),
+        ({"loader.batch_size": 4}, "unknown key 'loader.batch_size'"),  # owned by the run: batch_size
+        ({"loader.decoder": "cv2"}, "loader.decoder must be one of 'torchvision' or 'pil', got 'cv2'"),
+        ({"channels_last": "maybe"}, "channels_last must be auto, true or false"),
     ],
 )
 def test_validation_errors(overrides: dict, needle: str) -> None:
@@ -116,27 +118,85 @@ def test_derived_values() -> None:
 
 
 def test_cli_helpers_resolve_data_and_layer_config(tmp_path) -> None:
-    from senet_dist.train.commands import load_config, resolve_data_dir
+    from senet_dist.data import DatasetError, resolve_version
+    from senet_dist.train.commands import load_config
 
     p = tmp_path / "c.yaml"
     p.write_text("model: se_resnet_tiny\nepochs: 4\n")
     cfg = load_config("se_resnet18", p, ["epochs=2"])
     assert (cfg.model, cfg.epochs) == ("se_resnet18", 2)  # --model beats the file, --set beats the file
     assert load_config(None, p).model == "se_resnet_tiny"
-    with pytest.raises(ConfigError, match="does not exist"):
-        resolve_data_dir(tmp_path / "nope")
-    with pytest.raises(ConfigError, match="neither a dataset version"):
-        resolve_data_dir(tmp_path)
+    with pytest.raises(DatasetError, match="does not exist"):
+        resolve_version(tmp_path / "nope")
+    with pytest.raises(DatasetError, match="not a dataset version directory"):
+        resolve_version(tmp_path)
     version = tmp_path / "v0001-abc"
     version.mkdir()
     (version / "dataset.json").write_text("{}")
-    assert resolve_data_dir(version) == version
+    assert resolve_version(version) == version
 
 
 def test_parse_overrides_for_the_cli() -> None:
-    from senet_dist.train.config import parse_overrides
+    from senet_dist.schema import parse_overrides
 
     assert parse_overrides(["epochs=3", "lr=1e-2", "patience=null", "model_kwargs={width: 8}"]) == {
         "epochs": 3, "lr": "1e-2", "patience": None, "model_kwargs": {"width": 8}}
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["epochs"])
+
+
+def test_yaml_round_trip_reproduces_the_config(tmp_path) -> None:
+    cfg = TrainConfig().with_overrides(["model=se_resnet_tiny", "lr=0.05", "loader.crop_scale=[0.5, 1.0]",
+                                        "model_kwargs={width: 8}", "resources_per_worker={CPU: 0.5}"])
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg.to_yaml())
+    assert TrainConfig.from_file(path) == cfg
+
+
+def test_a_section_named_by_a_string_keeps_its_other_values() -> None:
+    cfg = TrainConfig().with_overrides({"optimizer.lr": 0.3}).with_overrides(["optimizer=adamw"])
+    assert (cfg.optimizer.name, cfg.optimizer.lr) == ("adamw", 0.3)
+    assert TrainConfig().with_overrides({"loader": {"hflip": False}}).loader.num_workers == TrainConfig().loader.num_workers
+    assert TrainConfig().with_overrides(["loader_workers=3"]).loader.num_workers == 3  # shorthand
+
+
+def test_every_error_is_one_line_with_path_value_and_choices() -> None:
+    with pytest.raises(ConfigError) as info:
+        TrainConfig().with_overrides({"precision": "fp8", "epochs": 0, "schedule.name": "linear"})
+    message = str(info.value)
+    assert "\n" not in message
+    assert "precision must be one of 'auto', 'bf16', 'fp16' or 'fp32', got 'fp8'" in message
+    assert "epochs must be >= 1, got 0" in message and "schedule.name must be one of" in message
+
+
+def test_shard_and_pipeline_configs_share_the_schema() -> None:
+    from senet_dist.data import ShardConfig
+    from senet_dist.pipeline import PipelineConfig
+
+    assert ShardConfig.parse({"val_frac": 0.2, "test_frac": 0}).fractions == (0.8, 0.2, 0.0)
+    with pytest.raises(ConfigError, match="unknown key 'max_cnt'"):
+        ShardConfig.parse({"max_cnt": 3})
+    with pytest.raises(ConfigError, match="image_format must be one of 'jpg' or 'png', got 'gif'"):
+        ShardConfig.parse({"image_format": "gif"})
+    cfg = PipelineConfig.parse({"train": {"epochs": 3, "lr": 0.05}, "shard": {"max_count": 32}})
+    assert (cfg.train.epochs, cfg.train.optimizer.lr, cfg.shard.max_count) == (3, 0.05, 32)
+    with pytest.raises(ConfigError, match="unknown key 'train.learning_rate'"):
+        PipelineConfig.parse({"train": {"learning_rate": 0.1}})
+
+
+def test_defaults_live_in_the_schema_only(monkeypatch) -> None:
+    """The flow, check-data and the CLI leave unset values to PipelineConfig (one place for each default)."""
+    import inspect
+
+    from flows.check_data import check_data
+    from flows.train_senet import train_senet
+    from senet_dist.pipeline import PipelineConfig
+
+    for fn in (train_senet.fn, check_data.fn):
+        params = inspect.signature(fn).parameters
+        assert all(params[name].default is None for name in ("data", "shards") if name in params)
+    monkeypatch.setenv("SENET_ARTIFACTS", "s3://bucket/art")
+    assert PipelineConfig().artifacts == "s3://bucket/art"
+    monkeypatch.delenv("SENET_ARTIFACTS")
+    assert (PipelineConfig().data, PipelineConfig().shards, PipelineConfig().artifacts) == (
+        "lfw-subset", "data/shards", "artifacts")

@@ -8,7 +8,7 @@ import os
 import pytest
 import ray
 
-from senet_dist.train import TrainConfig, launcher
+from senet_dist.train import RaySession, TrainConfig, worker_group_demand
 
 INTERVAL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
@@ -20,66 +20,61 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(WATCHER, raising=False)
 
 
-def test_defaults_apply_during_the_fit_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(launcher, "_started_local", False)
-    with launcher.ray_train_env() as added:
+def test_defaults_apply_while_the_session_is_open(ray_session) -> None:
+    with RaySession(fixed_size=False) as session:
+        assert not session.started  # joined the test Ray: leaves it running on exit
         assert os.environ[INTERVAL] == "0.5"
         assert WATCHER not in os.environ  # a cluster someone else runs may drain nodes: keep Ray's watcher
-    assert added == {INTERVAL: "0.5"}
     assert INTERVAL not in os.environ
+    assert ray_session.is_initialized()
 
 
-def test_local_ray_turns_the_preemption_watcher_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(launcher, "_started_local", True)
-    with launcher.ray_train_env():
+def test_a_fixed_size_ray_turns_the_preemption_watcher_off(ray_session) -> None:
+    with RaySession(fixed_size=True):
         assert os.environ[WATCHER] == "0"
     assert WATCHER not in os.environ
 
 
-def test_user_values_win_and_survive(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(launcher, "_started_local", True)
+def test_user_values_win_and_survive(ray_session, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(INTERVAL, "3")
     monkeypatch.setenv(WATCHER, "1")
-    with launcher.ray_train_env() as added:
+    with RaySession(fixed_size=True):
         assert (os.environ[INTERVAL], os.environ[WATCHER]) == ("3", "1")
-    assert added == {}
     assert (os.environ[INTERVAL], os.environ[WATCHER]) == ("3", "1")
 
 
-def test_env_is_restored_when_the_fit_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(launcher, "_started_local", True)
-    with pytest.raises(RuntimeError), launcher.ray_train_env():
+def test_env_is_restored_when_the_block_raises(ray_session) -> None:
+    with pytest.raises(RuntimeError), RaySession(fixed_size=True):
         raise RuntimeError("worker group died")
     assert INTERVAL not in os.environ and WATCHER not in os.environ
 
 
-def test_overlapping_fits_keep_the_env_until_the_last_one_ends(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Concurrent variants fit from threads: the first to finish must not pull the settings from under the other."""
-    monkeypatch.setattr(launcher, "_started_local", False)
-    first = launcher.ray_train_env()
-    first.__enter__()
-    with launcher.ray_train_env():
-        first.__exit__(None, None, None)
-        assert os.environ[INTERVAL] == "0.5"
+def test_concurrent_fits_share_one_session(ray_session) -> None:
+    """Concurrent variants fit from threads of one flow: the settings stay until the flow's session closes."""
+    with RaySession() as session:
+        with RaySession():  # fit's own session, when it is given none, inside the flow's: adds nothing, removes nothing
+            pass
+        assert os.environ[INTERVAL] == "0.5" and not session.started
     assert INTERVAL not in os.environ
 
 
 def _cfg(**kw) -> TrainConfig:
-    return TrainConfig(model="se_resnet_tiny").with_overrides(kw)
+    return TrainConfig(model="se_resnet_tiny").with_overrides({"batch_size": 8 * kw.get("num_workers", 2), **kw})
 
 
 def test_worker_group_demand_counts_like_ray_train() -> None:
-    assert launcher.worker_group_demand([_cfg(num_workers=2), _cfg(num_workers=3)]) == {"CPU": 5.0}
-    assert launcher.worker_group_demand([_cfg(num_workers=4, use_gpu=True)]) == {"GPU": 4.0}
+    assert worker_group_demand([_cfg(num_workers=2), _cfg(num_workers=3)]) == {"CPU": 5.0}
+    assert worker_group_demand([_cfg(num_workers=4, use_gpu=True)]) == {"GPU": 4.0}
     custom = _cfg(num_workers=2, use_gpu=True, resources_per_worker={"CPU": 8, "memory": 0})
-    assert launcher.worker_group_demand([custom]) == {"CPU": 16.0, "GPU": 2.0}
+    assert worker_group_demand([custom]) == {"CPU": 16.0, "GPU": 2.0}
 
 
 def test_room_for_all_reads_the_running_cluster(ray_session) -> None:
     cpus = int(ray.cluster_resources()["CPU"])
-    assert launcher.room_for_all([_cfg(num_workers=1)] * cpus)
-    assert not launcher.room_for_all([_cfg(num_workers=1)] * (cpus + 1))
-    assert not launcher.room_for_all([_cfg(num_workers=1, use_gpu=True)])  # CPU-only test cluster
+    with RaySession() as session:
+        assert session.room_for_all([_cfg(num_workers=1)] * cpus)
+        assert not session.room_for_all([_cfg(num_workers=1)] * (cpus + 1))
+        assert not session.room_for_all([_cfg(num_workers=1, use_gpu=True)])  # CPU-only test cluster
 
 
 def test_quiet_hook_drops_only_the_state_api_warning() -> None:
@@ -97,7 +92,7 @@ def test_quiet_hook_drops_only_the_state_api_warning() -> None:
 
 
 def test_local_ray_workers_run_the_quiet_hook(tmp_path) -> None:
-    """In a fresh process (this one may already hold a Ray): the Ray that ensure_ray starts installs the filter in
+    """In a fresh process (this one may already hold a Ray): the Ray that a RaySession starts installs the filter in
     its worker processes, and a Ray Train run logs no state-API warning."""
     import subprocess
     import sys
@@ -108,14 +103,15 @@ import ray
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from senet_dist._ray_setup import STATE_API_NOISE
-from senet_dist.train.launcher import ensure_ray, shutdown_ray
+from senet_dist.train import RaySession
 
-assert ensure_ray(num_cpus=2)
-probe = ray.remote(lambda: len(logging.getLogger(STATE_API_NOISE[0]).filters))
-print("filters", ray.get(probe.remote()))
-TorchTrainer(lambda: time.sleep(4), scaling_config=ScalingConfig(num_workers=1),
-             run_config=RunConfig(name="quiet", storage_path=sys.argv[1])).fit()
-shutdown_ray()
+with RaySession(num_cpus=2) as session:
+    assert session.started and session.fixed_size
+    probe = ray.remote(lambda: len(logging.getLogger(STATE_API_NOISE[0]).filters))
+    print("filters", ray.get(probe.remote()))
+    TorchTrainer(lambda: time.sleep(4), scaling_config=ScalingConfig(num_workers=1),
+                 run_config=RunConfig(name="quiet", storage_path=sys.argv[1])).fit()
+assert not ray.is_initialized()
 """
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr

@@ -61,11 +61,11 @@ def test_adamw() -> None:
 
 
 def test_early_stopping_counts_epochs_without_a_new_best() -> None:
-    from senet_dist.train.worker import should_stop
+    from senet_dist.train.worker import RunState
 
-    run = {"best_val_acc": -1.0, "bad_epochs": 0}
-    decisions = [should_stop(run, acc, patience=2) for acc in (0.5, 0.6, 0.6, 0.7, 0.65, 0.7)]
+    run = RunState()
+    decisions = [run.should_stop(acc, patience=2) for acc in (0.5, 0.6, 0.6, 0.7, 0.65, 0.7)]
     assert decisions == [False, False, False, False, False, True]
-    assert run["best_val_acc"] == 0.7
-    run = {"best_val_acc": -1.0, "bad_epochs": 0}
-    assert not any(should_stop(run, 0.1, patience=None) for _ in range(5))  # off by default
+    assert run.best_val_acc == 0.7
+    run = RunState()
+    assert not any(run.should_stop(0.1, patience=None) for _ in range(5))  # off by default

@@ -1,0 +1,61 @@
+"""The errors senet-dist raises on purpose, split by what a retry would do.
+
+A :class:`PermanentError` fails the same way every time (a bad value, a corrupt shard, a worker group the
+cluster can never hold): retrying it only wastes a cluster start-up, so the flow does not. Anything else (a lost
+worker or node, a storage hiccup) may pass on a second try. :func:`is_retryable` is the one rule for that.
+"""
+
+from __future__ import annotations
+
+
+class SenetError(Exception):
+    """Base of every error senet-dist raises deliberately."""
+
+
+class PermanentError(SenetError):
+    """Retrying cannot help: the input or the configuration must change first."""
+
+
+class ConfigError(PermanentError, ValueError):
+    """A bad configuration value, named by its dotted path; raised before any worker starts."""
+
+
+class ResourceError(ConfigError):
+    """The worker group needs more than the Ray cluster has, and the cluster cannot grow."""
+
+
+class TrainingError(SenetError, RuntimeError):
+    """Training failed inside the Ray workers (after Ray Train's own retries).
+
+    ``retryable`` is False when a worker failed on a :class:`PermanentError` (e.g. a corrupt shard), True when
+    workers were lost (a killed process, a lost node). ``result`` holds what the run reached, when known.
+    """
+
+    def __init__(self, message: str, *, retryable: bool, result: object | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.result = result
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True when a second attempt may succeed (the flow's retry rule)."""
+    if isinstance(exc, PermanentError):
+        return False
+    return bool(getattr(exc, "retryable", True))
+
+
+def caused_by_permanent(exc: BaseException) -> bool:
+    """True when ``exc`` or anything in its cause/context chain is a :class:`PermanentError`."""
+    seen: set[int] = set()
+    node: BaseException | None = exc
+    while node is not None and id(node) not in seen:
+        if isinstance(node, PermanentError):
+            return True
+        seen.add(id(node))
+        # Ray Train wraps a worker's exception (UserExceptionWithTraceback keeps it as ``_base_exc``)
+        node = getattr(node, "_base_exc", None) or node.__cause__ or node.__context__
+    return False
+
+
+__all__ = ["ConfigError", "PermanentError", "ResourceError", "SenetError", "TrainingError", "caused_by_permanent",
+           "is_retryable"]

@@ -1,0 +1,100 @@
+"""What one pipeline run is given (``PipelineConfig``) and where its ImageFolder source comes from."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
+
+from senet_dist.data import ShardConfig, fetch_dataset, list_datasets
+from senet_dist.schema import Section
+from senet_dist.storage import is_uri
+from senet_dist.train.config import TrainConfig
+
+DEFAULT_VARIANTS = ("se_resnet_tiny", "se_resnet_cifar")
+ARTIFACTS_ENV = "SENET_ARTIFACTS"
+
+
+def default_artifacts() -> str:
+    """Where tables, reports and Ray checkpoints go unless a run says otherwise: ``$SENET_ARTIFACTS``, else ./artifacts."""
+    return os.environ.get(ARTIFACTS_ENV) or "artifacts"
+
+
+class PipelineConfig(Section):
+    """One pipeline run: the ``train-senet`` flow's parameters, the CLI's ``run`` options, and their defaults."""
+
+    TITLE: ClassVar[str] = "pipeline config"
+    data: str = "lfw-subset"  # an ImageFolder path, or a built-in dataset: NAME or NAME:IMAGES_PER_CLASS
+    variants: list[str] = Field(default_factory=lambda: list(DEFAULT_VARIANTS))
+    shards: str = "data/shards"  # shards root; each dataset version gets its own directory
+    artifacts: str = Field(default_factory=default_artifacts)  # local dir or object-storage URI
+    train: TrainConfig = Field(default_factory=TrainConfig)  # shared by every variant (``model`` is set per variant)
+    model_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)  # variant -> constructor kwargs
+    shard: ShardConfig = Field(default_factory=ShardConfig)
+    force: bool = False  # retrain even when data and config are unchanged
+    ray_address: str | None = None  # join this Ray cluster (else RAY_ADDRESS, else start a local Ray)
+
+    @field_validator("variants")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("variants must name at least one model")
+        if len(set(v)) != len(v):
+            raise ValueError(f"variants contains duplicates: {v}")
+        return v
+
+    def train_config(self, variant: str) -> TrainConfig:
+        """The variant's TrainConfig: the shared ``train`` section plus its own ``model_kwargs`` entry."""
+        kwargs = {**self.train.model_kwargs, **self.model_kwargs.get(variant, {})}
+        return self.train.with_overrides({"model": variant, "model_kwargs": kwargs})
+
+    @property
+    def artifacts_abs(self) -> str:
+        """The artifacts root as an absolute path or URI (flows run from a worker's working directory)."""
+        return self.artifacts if is_uri(self.artifacts) else str(Path(self.artifacts).expanduser().resolve())
+
+    def validate(self) -> PipelineConfig:  # type: ignore[override]
+        """Checks that need the model registry or the filesystem: unknown variants, missing data."""
+        from senet_dist.models import check_model_name
+
+        for name in self.variants:
+            self.train_config(name).validate()  # unknown model names included
+        for name in self.model_kwargs:  # entries for variants not trained this run are fine; typos are not
+            check_model_name(name)
+        if _builtin(self.data) is None and not Path(self.data).expanduser().is_dir():
+            raise FileNotFoundError(
+                f"data {self.data!r} is neither an ImageFolder directory nor a built-in dataset ({', '.join(list_datasets())})"
+            )
+        return self
+
+
+def resolve_source(data: str, cache_dir: Path) -> Path:
+    """An ImageFolder path as given, or a built-in offline dataset (``name`` or ``name:N`` for N images per class)
+    materialised once under ``cache_dir``."""
+    builtin = _builtin(data)
+    if builtin is not None:
+        name, limit = builtin
+        dest = cache_dir / (name if limit is None else f"{name}-{limit}")
+        return Path(fetch_dataset(name, dest, limit_per_class=limit))
+    path = Path(data).expanduser().resolve()
+    if not path.is_dir():
+        raise FileNotFoundError(f"data directory {path} does not exist")
+    return path
+
+
+def _builtin(data: str) -> tuple[str, int | None] | None:
+    """Parse ``fashion-mnist`` / ``fashion-mnist:500``; None for anything that is not a built-in dataset name."""
+    name, _, limit = data.partition(":")
+    if name not in list_datasets() or Path(data).is_dir():
+        return None
+    if limit and not limit.isdigit():
+        raise ValueError(f"bad dataset spec {data!r}: expected NAME or NAME:IMAGES_PER_CLASS")
+    return name, int(limit) if limit else None
+
+
+def locate(data: str, shards: str) -> tuple[Path, Path]:
+    """(shards root, ImageFolder source): one derivation for check-data and sharding, so their fingerprints agree."""
+    shards_root = Path(shards).expanduser().resolve()
+    return shards_root, resolve_source(data, shards_root.parent / "sources")

@@ -1,0 +1,168 @@
+"""The pipeline's steps as plain functions: shard -> train each variant -> evaluate -> record.
+
+The Prefect flows in ``flows/`` wrap these one-to-one as tasks, so everything here is testable and usable
+without Prefect; the flows add retries, concurrency, state and artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+
+from senet_dist.artifacts import ArtifactStore, dataset_row, utcnow
+from senet_dist.data import DatasetInfo, ShardResult, fingerprint_source, latest_version, shard_dataset
+from senet_dist.data.shard import HASH_CACHE_NAME
+from senet_dist.pipeline.config import PipelineConfig, locate
+from senet_dist.pipeline.runs import config_json
+from senet_dist.storage import download_dir, is_local, join, read_bytes, tree_bytes, upload_dir
+from senet_dist.train import EpochMetrics, FitResult, RaySession
+from senet_dist.train.checkpoint import CHECKPOINT_FILE, META_FILE
+
+EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "img_per_s", "epoch_seconds")
+
+
+@dataclass(frozen=True)
+class VariantSummary:
+    """One trained variant's line on the leaderboard, as the flow publishes it."""
+
+    variant: str
+    run_id: str
+    accuracy: float
+    macro_f1: float
+    params: int | None
+    img_per_s: float  # evaluation throughput
+    epochs: int
+    wall_seconds: float
+    reports: str  # URI of report.json and the plots
+    confusion_matrix: list[list[int]]
+    class_names: list[str]
+
+
+def data_changed(cfg: PipelineConfig) -> tuple[bool, str]:
+    """Whether the source's fingerprint differs from the newest dataset version under ``cfg.shards`` (cheap: no
+    encoding)."""
+    shards_root, src = locate(cfg.data, cfg.shards)
+    cache = shards_root / HASH_CACHE_NAME if shards_root.is_dir() else None
+    fingerprint = fingerprint_source(src, cfg.shard, cache_path=cache)
+    latest = latest_version(shards_root)
+    return latest is None or DatasetInfo.load(latest).fingerprint != fingerprint, fingerprint
+
+
+def prepare_dataset(cfg: PipelineConfig, store: ArtifactStore) -> ShardResult:
+    """Shard the source (a no-op when unchanged) and record a new dataset version in the ``datasets`` table."""
+    shards_root, src = locate(cfg.data, cfg.shards)
+    result = shard_dataset(src, shards_root, cfg.shard)
+    if result.changed or store.latest("datasets", "fingerprint", result.fingerprint) is None:
+        info = DatasetInfo.load(result.version_dir)
+        store.append("datasets", [dataset_row(info.version, info.fingerprint, info.classes, info.counts, source=str(src),
+                                              uri=str(result.version_dir), num_rejected=result.num_rejected)])
+    return result
+
+
+def train_variant(
+    variant: str,
+    version_dir: Path,
+    cfg: PipelineConfig,
+    store: ArtifactStore,
+    *,
+    run_id: str,
+    flow_run_id: str | None = None,
+    session: RaySession | None = None,
+) -> VariantSummary:
+    """Train, evaluate and record one variant. A failure is recorded as a ``failed`` run, then raised as it was
+    (ConfigError, TrainingError, ...), so the caller's retry rule can read its type."""
+    from senet_dist.train import fit
+
+    info = DatasetInfo.load(version_dir)
+    train_cfg = cfg.train_config(variant).validate(version_dir)
+    started = utcnow()
+    base_row = {
+        "run_id": run_id, "flow_run_id": flow_run_id, "variant": variant, "config_json": config_json(train_cfg),
+        "config_yaml": train_cfg.to_yaml(), "dataset_version": info.version, "dataset_fingerprint": info.fingerprint,
+        "started_at": started,
+    }
+    store.append("runs", [{**base_row, "status": "running", "updated_at": started}])
+    t0 = time.perf_counter()
+    try:
+        result = fit(variant, version_dir, train_cfg, storage_path=join(cfg.artifacts_abs, "ray"), run_name=run_id,
+                     session=session, ray_address=cfg.ray_address)
+        return _record_success(store, base_row, result, version_dir, cfg, time.perf_counter() - t0)
+    except BaseException as exc:
+        ended = utcnow()
+        store.append("runs", [{**base_row, "status": "failed", "ended_at": ended, "updated_at": ended,
+                               "wall_seconds": time.perf_counter() - t0, "error": f"{type(exc).__name__}: {exc}"}])
+        raise
+
+
+def _record_success(store: ArtifactStore, base_row: dict[str, Any], result: FitResult, version_dir: Path,
+                    cfg: PipelineConfig, wall: float) -> VariantSummary:
+    """Evaluate the best checkpoint, write plots/report next to the tables, append every table's rows."""
+    from senet_dist.evaluate import evaluate_checkpoint
+    from senet_dist.plots import plot_confusion_matrix, plot_curves
+
+    run_id = base_row["run_id"]
+    if result.best_checkpoint is None:
+        raise RuntimeError(f"run {run_id} finished without a checkpoint to evaluate")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        best = _local_checkpoint(result.best_checkpoint, out / "best")
+        report = evaluate_checkpoint(best, version_dir, run_id=run_id)
+        report.variant, report.dataset_version = base_row["variant"], base_row["dataset_version"]
+        plot_confusion_matrix(report.confusion_matrix, report.classes, out / "reports" / "confusion_matrix.png")
+        plot_curves(result.history, out / "reports" / "curves.png")
+        (out / "reports" / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
+        reports_uri = join(cfg.artifacts_abs, "reports", run_id)
+        upload_dir(out / "reports", reports_uri)
+    _append_new(store, "epochs", run_id, [epoch_row(run_id, m) for m in result.history], "epoch")
+    _append_new(store, "checkpoints", run_id, checkpoint_rows(run_id, result.checkpoints), "uri")
+    store.append("evaluations", [{**report.to_dict(), "split": report.split}])
+    ended = utcnow()
+    store.append("runs", [{**base_row, "status": "completed", "ended_at": ended, "updated_at": ended,
+                           "best_checkpoint_uri": result.best_checkpoint, "num_params": result.num_params,
+                           "epochs_completed": result.epochs_completed, "wall_seconds": wall}])
+    return VariantSummary(
+        variant=base_row["variant"], run_id=run_id, accuracy=report.accuracy, macro_f1=report.macro_f1,
+        params=result.num_params, img_per_s=round(report.img_per_s, 1), epochs=result.epochs_completed,
+        wall_seconds=round(wall, 1), reports=reports_uri,
+        confusion_matrix=report.confusion_matrix.astype(int).tolist(), class_names=list(report.classes),
+    )
+
+
+def epoch_row(run_id: str, metrics: EpochMetrics) -> dict[str, Any]:
+    """An ``epochs`` table row: the table's columns carry the metrics' own names."""
+    return {"run_id": run_id, **{column: getattr(metrics, column) for column in EPOCH_COLUMNS}}
+
+
+def _append_new(store: ArtifactStore, table: str, run_id: str, rows: list[dict[str, Any]], key: str) -> None:
+    """Append only rows this run has not recorded yet, so a retried task never duplicates epochs or checkpoints."""
+    seen = set(store.read(table, filter=pc.field("run_id") == run_id).column(key).to_pylist())
+    fresh = [r for r in rows if r[key] not in seen]
+    if fresh:
+        store.append(table, fresh)
+
+
+def _local_checkpoint(uri: str, scratch: Path) -> Path:
+    """Checkpoints on object storage are downloaded for evaluation; local ones are used in place."""
+    if is_local(uri):
+        return Path(uri)
+    download_dir(uri, scratch)
+    return scratch
+
+
+def checkpoint_rows(run_id: str, checkpoints: list[str]) -> list[dict[str, Any]]:
+    """The checkpoint index: one row per kept checkpoint with its epoch, val_acc, total bytes and weights' sha256."""
+    rows = []
+    for uri in checkpoints:
+        meta = json.loads(read_bytes(join(uri, META_FILE)))
+        weights = read_bytes(join(uri, CHECKPOINT_FILE))
+        rows.append({"run_id": run_id, "epoch": int(meta["epoch"]), "uri": str(uri),
+                     "val_acc": meta.get("metrics", {}).get("val_acc"), "bytes": tree_bytes(uri),
+                     "sha256": hashlib.sha256(weights).hexdigest()})
+    return rows
