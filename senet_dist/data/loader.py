@@ -72,7 +72,11 @@ def _shutdown(it: Any) -> None:
 
 
 class Loader:
-    """Iterable of batches with a known length; ``set_epoch`` (or each new iteration) reshuffles."""
+    """Iterable of batches with a known length; each new iteration reshuffles (the next epoch).
+
+    With persistent workers every iteration replays the loader's ``epoch`` (the workers hold a copy of the stream):
+    build a new loader per epoch, as the training worker does.
+    """
 
     def __init__(self, stream: ShardStream, cfg: LoaderConfig, num_batches: int, train: bool, return_keys: bool) -> None:
         self.stream, self.cfg, self.train, self.return_keys = stream, cfg, train, return_keys
@@ -84,10 +88,6 @@ class Loader:
 
     def __len__(self) -> int:
         return self.num_batches
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch, self._iterations = epoch, 0
-        self._persistent = None  # persistent workers hold a copy of the old epoch
 
     def _dataloader(self) -> DataLoader:
         cfg = self.cfg
@@ -101,7 +101,7 @@ class Loader:
 
     def __iter__(self) -> Iterator[tuple]:
         if self.cfg.persistent_workers and self.cfg.num_workers > 0:
-            # workers keep their dataset copy: the epoch advances only via set_epoch (recreates them)
+            # workers keep their copy of the stream: this loader's epoch, every time
             self.stream.epoch = self.epoch
             self._persistent = self._persistent or self._dataloader()
             loader = self._persistent
