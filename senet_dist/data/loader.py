@@ -18,7 +18,9 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from .gpu_decode import decode_batch, resolve_device
+from senet_dist.devices import resolve_device
+
+from .gpu_decode import decode_batch
 from .manifest import DatasetInfo
 from .source import SPLITS, DatasetError
 from .stream import ShardStream, Slot, eval_slot_size
@@ -61,6 +63,11 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # N loader processes x M torch threads would oversubscribe the cores
 
 
+def _decode_device(cfg: LoaderConfig) -> torch.device:
+    return resolve_device(cfg.decode_device or "cuda", cfg.gpu_fallback,
+                          hint="set gpu_decode=False or gpu_fallback='cpu'")
+
+
 def _shutdown(it: Any) -> None:
     """Best effort: a failure while stopping workers must never replace the error that got us here."""
     stop = getattr(it, "_shutdown_workers", None)  # multiprocessing iterators only
@@ -82,7 +89,7 @@ class Loader:
         self.stream, self.cfg, self.train, self.return_keys = stream, cfg, train, return_keys
         self.num_batches = num_batches
         self.epoch, self._iterations = stream.epoch, 0
-        self.device = resolve_device(cfg.decode_device, cfg.gpu_fallback) if cfg.gpu_decode else None
+        self.device = _decode_device(cfg) if cfg.gpu_decode else None
         self.normalizer = Normalizer(cfg.mean, cfg.std)
         self._persistent: DataLoader | None = None
 
