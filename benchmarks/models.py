@@ -22,6 +22,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 from senet_dist.models import create_model  # noqa: E402
+from senet_dist.models.table import count_params  # noqa: E402
 
 
 @dataclass
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     for label in labels:
         torch.manual_seed(0)
         model = candidates()[label](cfg.num_classes)
-        params[label] = sum(p.numel() for p in model.parameters()) / 1e6
+        params[label] = count_params(model) / 1e6
         steps[label] = make_step(model, cfg)
     for _ in range(cfg.repeats):
         for label in labels:

@@ -7,6 +7,10 @@ publishes an object only when its upload completes. Readers ignore ``.``/``_`` p
 is a plain, hive-less directory of Parquet files, so DuckDB (``read_parquet('<root>/runs/*.parquet')``),
 pandas and polars open it as is. Runs are events: a status change appends a row, and
 :meth:`ArtifactStore.runs_latest` keeps the newest row (``updated_at``) per ``run_id``.
+
+Every table is declared once, as a :class:`TableSpec` in :data:`TABLES`; validation, reading and "latest row"
+all read that one declaration. Columns are only ever added, and nullable: parts written before a column existed
+read back with nulls there (the reader projects every part onto the current schema).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,44 +36,7 @@ RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 PER_CLASS = pa.struct([("class_name", pa.string()), ("precision", pa.float64()), ("recall", pa.float64()),
                        ("f1", pa.float64()), ("support", pa.int64())])
 
-
-def _f(name: str, typ: pa.DataType, nullable: bool = True) -> pa.Field:
-    return pa.field(name, typ, nullable=nullable)
-
-
-SCHEMAS: dict[str, pa.Schema] = {
-    "datasets": pa.schema([
-        _f("version", pa.string(), False), _f("fingerprint", pa.string(), False), _f("source", pa.string()),
-        _f("uri", pa.string()), _f("classes", pa.list_(pa.string())), _f("num_classes", pa.int64()),
-        _f("train_count", pa.int64()), _f("val_count", pa.int64()), _f("test_count", pa.int64()),
-        _f("num_rejected", pa.int64()), _f("counts_json", pa.string()), _f("created_at", TS, False)]),
-    "runs": pa.schema([
-        _f("run_id", pa.string(), False), _f("flow_run_id", pa.string()), _f("variant", pa.string()),
-        _f("config_json", pa.string()), _f("config_yaml", pa.string()), _f("dataset_version", pa.string()), _f("dataset_fingerprint", pa.string()),
-        _f("status", pa.string(), False), _f("started_at", TS), _f("ended_at", TS),
-        _f("best_checkpoint_uri", pa.string()), _f("num_params", pa.int64()), _f("epochs_completed", pa.int64()),
-        _f("wall_seconds", pa.float64()), _f("error", pa.string()), _f("updated_at", TS, False)]),
-    "epochs": pa.schema([
-        _f("run_id", pa.string(), False), _f("epoch", pa.int64(), False), _f("train_loss", pa.float64()),
-        _f("train_acc", pa.float64()), _f("val_loss", pa.float64()), _f("val_acc", pa.float64()),
-        _f("lr", pa.float64()), _f("img_per_s", pa.float64()), _f("epoch_seconds", pa.float64()),
-        _f("created_at", TS, False)]),
-    "evaluations": pa.schema([
-        _f("run_id", pa.string(), False), _f("variant", pa.string()), _f("dataset_version", pa.string()),
-        _f("split", pa.string()), _f("accuracy", pa.float64(), False), _f("macro_precision", pa.float64()),
-        _f("macro_recall", pa.float64()), _f("macro_f1", pa.float64()), _f("weighted_precision", pa.float64()),
-        _f("weighted_recall", pa.float64()), _f("weighted_f1", pa.float64()), _f("top_k", pa.int64()),
-        _f("top_k_accuracy", pa.float64()), _f("per_class", pa.list_(PER_CLASS)),
-        _f("confusion_matrix", pa.list_(pa.list_(pa.int64()))), _f("latency_ms_per_image", pa.float64()),
-        _f("img_per_s", pa.float64()), _f("report_json", pa.string()), _f("created_at", TS, False)]),
-    "checkpoints": pa.schema([
-        _f("run_id", pa.string(), False), _f("epoch", pa.int64(), False), _f("uri", pa.string(), False),
-        _f("val_acc", pa.float64()), _f("bytes", pa.int64()), _f("sha256", pa.string()),
-        _f("created_at", TS, False)]),
-}
-TABLES = tuple(SCHEMAS)
-_AUTO_NOW = {"datasets": "created_at", "runs": "updated_at", "epochs": "created_at",
-             "evaluations": "created_at", "checkpoints": "created_at"}
+Row = Mapping[str, Any]
 
 
 class ArtifactStoreError(RuntimeError):
@@ -79,7 +47,94 @@ class SchemaError(ValueError):
     """A row does not match its table's schema; the message names the table, row and column."""
 
 
+@dataclass(frozen=True)
+class TableSpec:
+    """Everything about one table: its columns, the column stamped "now" on append, and its own rules."""
+
+    name: str
+    schema: pa.Schema
+    auto_column: str  # defaults to now on append; orders events for latest()
+    description: str
+    derive: Callable[[Row], Row] | None = None  # fills derivable columns of a row before validation
+    checks: tuple[Callable[[pa.Table], None], ...] = ()  # value rules beyond types; raise SchemaError
+
+
+def _f(name: str, typ: pa.DataType, nullable: bool = True) -> pa.Field:
+    return pa.field(name, typ, nullable=nullable)
+
+
+def _derive_dataset_counts(row: Row) -> Row:
+    """Rows may give ``counts_json`` (dataset.json's ``{split: n}``) and ``classes`` only; fill the per-split
+    count columns and ``num_classes`` from them so SQL engines can query plain ints."""
+    out = dict(row)
+    if isinstance(out.get("counts_json"), str):
+        try:
+            counts = json.loads(out["counts_json"])
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"table 'datasets': column 'counts_json' is not valid JSON: {exc}") from None
+        for split in ("train", "val", "test"):
+            out.setdefault(f"{split}_count", counts.get(split, 0) if isinstance(counts, dict) else None)
+    if isinstance(out.get("classes"), (list, tuple)):
+        out.setdefault("num_classes", len(out["classes"]))
+    return out
+
+
+def _check_run_status(table: pa.Table) -> None:
+    bad = [s for s in table["status"].to_pylist() if s not in RUN_STATUSES]
+    if bad:
+        raise SchemaError(f"table 'runs': column 'status' must be one of {RUN_STATUSES}, got {bad[0]!r}")
+
+
+TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (
+    TableSpec("datasets", pa.schema([
+        _f("version", pa.string(), False), _f("fingerprint", pa.string(), False), _f("source", pa.string()),
+        _f("uri", pa.string()), _f("classes", pa.list_(pa.string())), _f("num_classes", pa.int64()),
+        _f("train_count", pa.int64()), _f("val_count", pa.int64()), _f("test_count", pa.int64()),
+        _f("num_rejected", pa.int64()), _f("counts_json", pa.string()), _f("created_at", TS, False)]),
+        "created_at", "One row per sharded dataset version: where it is, its classes and split sizes.",
+        derive=_derive_dataset_counts),
+    TableSpec("runs", pa.schema([
+        _f("run_id", pa.string(), False), _f("flow_run_id", pa.string()), _f("variant", pa.string()),
+        _f("config_json", pa.string()), _f("config_yaml", pa.string()), _f("dataset_version", pa.string()),
+        _f("dataset_fingerprint", pa.string()), _f("status", pa.string(), False), _f("started_at", TS),
+        _f("ended_at", TS), _f("best_checkpoint_uri", pa.string()), _f("num_params", pa.int64()),
+        _f("epochs_completed", pa.int64()), _f("wall_seconds", pa.float64()), _f("error", pa.string()),
+        _f("updated_at", TS, False)]),
+        "updated_at", "Training run events; the newest row per run_id is the run's state (runs_latest).",
+        checks=(_check_run_status,)),
+    TableSpec("epochs", pa.schema([
+        _f("run_id", pa.string(), False), _f("epoch", pa.int64(), False), _f("train_loss", pa.float64()),
+        _f("train_acc", pa.float64()), _f("val_loss", pa.float64()), _f("val_acc", pa.float64()),
+        _f("lr", pa.float64()), _f("img_per_s", pa.float64()), _f("epoch_seconds", pa.float64()),
+        _f("created_at", TS, False)]),
+        "created_at", "Per-epoch training metrics of a run."),
+    TableSpec("evaluations", pa.schema([
+        _f("run_id", pa.string(), False), _f("variant", pa.string()), _f("dataset_version", pa.string()),
+        _f("split", pa.string()), _f("accuracy", pa.float64(), False), _f("macro_precision", pa.float64()),
+        _f("macro_recall", pa.float64()), _f("macro_f1", pa.float64()), _f("weighted_precision", pa.float64()),
+        _f("weighted_recall", pa.float64()), _f("weighted_f1", pa.float64()), _f("top_k", pa.int64()),
+        _f("top_k_accuracy", pa.float64()), _f("per_class", pa.list_(PER_CLASS)),
+        _f("confusion_matrix", pa.list_(pa.list_(pa.int64()))), _f("latency_ms_per_image", pa.float64()),
+        _f("img_per_s", pa.float64()), _f("report_json", pa.string()), _f("created_at", TS, False)]),
+        "created_at", "Evaluations of a run's best checkpoint on a split: metrics, confusion matrix, latency."),
+    TableSpec("checkpoints", pa.schema([
+        _f("run_id", pa.string(), False), _f("epoch", pa.int64(), False), _f("uri", pa.string(), False),
+        _f("val_acc", pa.float64()), _f("bytes", pa.int64()), _f("sha256", pa.string()),
+        _f("created_at", TS, False)]),
+        "created_at", "Checkpoints kept by a run: where each lives and its validation accuracy."),
+)}
+
+
+def table_spec(name: str) -> TableSpec:
+    """The spec of table ``name``; an unknown name lists the valid ones."""
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise ValueError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}") from None
+
+
 def utcnow() -> datetime:
+    """The one "now" of the package: timezone-aware UTC, as every timestamp column stores."""
     return datetime.now(timezone.utc)
 
 
@@ -117,58 +172,34 @@ def _column(table: str, field: pa.Field, values: list[Any]) -> pa.Array:
         raise
 
 
-def _derive(name: str, row: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``datasets`` rows may give ``counts_json`` (dataset.json's ``{split: n}``) and ``classes`` only;
-    fill the per-split count columns and ``num_classes`` from them so SQL engines can query plain ints."""
-    if name != "datasets":
-        return row
-    out = dict(row)
-    if isinstance(out.get("counts_json"), str):
-        try:
-            counts = json.loads(out["counts_json"])
-        except json.JSONDecodeError as exc:
-            raise SchemaError(f"table 'datasets': column 'counts_json' is not valid JSON: {exc}") from None
-        for split in ("train", "val", "test"):
-            out.setdefault(f"{split}_count", counts.get(split, 0) if isinstance(counts, dict) else None)
-    if isinstance(out.get("classes"), (list, tuple)):
-        out.setdefault("num_classes", len(out["classes"]))
-    return out
-
-
-def _check_table(name: str) -> pa.Schema:
-    if name not in SCHEMAS:
-        raise ValueError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}")
-    return SCHEMAS[name]
-
-
-def to_table(name: str, rows: Sequence[Mapping[str, Any]] | pa.Table) -> pa.Table:
-    """Validate ``rows`` (dicts or an Arrow table) against table ``name``'s schema and build the Arrow table.
+def to_table(name: str, rows: Sequence[Row] | pa.Table) -> pa.Table:
+    """Validate ``rows`` (dicts or an Arrow table) against table ``name``'s spec and build the Arrow table.
 
     Missing nullable columns become nulls, the auto column (``created_at``/``updated_at``) defaults to now,
     unknown columns, missing required values and wrongly typed values raise :class:`SchemaError`.
     """
-    schema = _check_table(name)
+    spec = table_spec(name)
     if isinstance(rows, pa.Table):
         rows = rows.to_pylist()
     if isinstance(rows, Mapping) or not all(isinstance(r, Mapping) for r in rows):
         raise SchemaError(f"table {name!r}: rows must be a list of dicts or a pyarrow.Table")
-    now, auto = utcnow(), _AUTO_NOW[name]
-    rows = [_derive(name, r) for r in rows]
+    if spec.derive is not None:
+        rows = [spec.derive(r) for r in rows]
+    names = spec.schema.names
     for i, row in enumerate(rows):
-        extra = sorted(set(row) - set(schema.names))
+        extra = sorted(set(row) - set(names))
         if extra:
-            raise SchemaError(f"table {name!r} row {i}: unknown column(s) {extra}; schema has {schema.names}")
-    cols = []
-    for field in schema:
+            raise SchemaError(f"table {name!r} row {i}: unknown column(s) {extra}; schema has {names}")
+    now, cols = utcnow(), []
+    for field in spec.schema:
         values = [r.get(field.name) for r in rows]
-        if field.name == auto:
+        if field.name == spec.auto_column:
             values = [now if v is None else v for v in values]
         cols.append(_column(name, field, values))
-    if name == "runs":
-        bad = [s for s in cols[schema.get_field_index("status")].to_pylist() if s not in RUN_STATUSES]
-        if bad:
-            raise SchemaError(f"table 'runs': column 'status' must be one of {RUN_STATUSES}, got {bad[0]!r}")
-    return pa.Table.from_arrays(cols, schema=schema)
+    table = pa.Table.from_arrays(cols, schema=spec.schema)
+    for check in spec.checks:
+        check(table)
+    return table
 
 
 class ArtifactStore:
@@ -186,10 +217,9 @@ class ArtifactStore:
         return f"ArtifactStore({self.root!r})"
 
     def table_path(self, name: str) -> str:
-        _check_table(name)
-        return f"{self.base.rstrip('/')}/{name}"
+        return f"{self.base.rstrip('/')}/{table_spec(name).name}"
 
-    def append(self, name: str, rows: Sequence[Mapping[str, Any]] | pa.Table) -> str:
+    def append(self, name: str, rows: Sequence[Row] | pa.Table) -> str:
         """Validate and write ``rows`` as one new Parquet part; returns its path. Empty input is an error."""
         table = to_table(name, rows)
         if table.num_rows == 0:
@@ -229,7 +259,7 @@ class ArtifactStore:
 
     def read(self, name: str, filter: pc.Expression | None = None) -> pa.Table:  # noqa: A002
         """All parts of table ``name`` as one table (empty, with the schema, when nothing was written)."""
-        schema = _check_table(name)
+        schema = table_spec(name).schema
         path = self.table_path(name)
         try:
             if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
@@ -242,12 +272,14 @@ class ArtifactStore:
 
     def latest(self, name: str, key: str, value: Any) -> dict[str, Any] | None:
         """Newest row (by the table's ``created_at``/``updated_at``) whose ``key`` equals ``value``, or None."""
-        if key not in _check_table(name).names:
+        spec = table_spec(name)
+        if key not in spec.schema.names:
             raise ValueError(f"table {name!r} has no column {key!r}")
         rows = self.read(name, filter=pc.field(key) == value)
         if rows.num_rows == 0:
             return None
-        idx = pc.indices_nonzero(pc.equal(rows[_AUTO_NOW[name]], pc.max(rows[_AUTO_NOW[name]])))
+        order = rows[spec.auto_column]
+        idx = pc.indices_nonzero(pc.equal(order, pc.max(order)))
         return rows.take([idx[-1].as_py()]).to_pylist()[0]
 
     def runs_latest(self) -> pa.Table:
@@ -259,18 +291,6 @@ class ArtifactStore:
         ids = runs["run_id"].to_pylist()
         keep = [i for i, rid in enumerate(ids) if i == 0 or ids[i - 1] != rid]
         return runs.take(keep)
-
-    def update_run(self, run_id: str, **changes: Any) -> dict[str, Any]:
-        """Append a new event for ``run_id``: its latest row with ``changes`` applied (no file is rewritten).
-
-        Safe because one run is written by one flow run at a time; returns the row written.
-        """
-        current = self.latest("runs", "run_id", run_id)
-        if current is None:
-            raise KeyError(f"unknown run_id {run_id!r} in {self!r}")
-        row = {**current, **changes, "run_id": run_id, "updated_at": changes.get("updated_at", utcnow())}
-        self.append("runs", [row])
-        return row
 
 
 def dataset_row(version: str, fingerprint: str, classes: Sequence[str], counts: Mapping[str, int], *,

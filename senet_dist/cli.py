@@ -45,16 +45,27 @@ def models(
 
 @datasets_app.command("list")
 def datasets_list() -> None:
-    """Names of the built-in offline datasets."""
-    from senet_dist.data import list_datasets
+    """The built-in offline datasets: name, licence and description."""
+    from rich.table import Table
 
-    for name in list_datasets():
-        console.print(name)
+    from senet_dist.data.datasets import dataset_specs
+
+    table = Table("name", "licence", "description")
+    for spec in dataset_specs():
+        table.add_row(spec.name, spec.licence, spec.description)
+    console.print(table)
+
+
+def _dataset_names() -> str:
+    """For ``fetch --help``: the registry's names (``senet_dist.data`` imports lazily, so this stays instant)."""
+    from senet_dist.data.datasets import DATASETS
+
+    return f"Built-in dataset: {' or '.join(sorted(DATASETS))} (see `senet-dist datasets list`)"
 
 
 @datasets_app.command("fetch")
 def datasets_fetch(
-    name: Annotated[str, typer.Argument(help="fashion-mnist or lfw-subset")],
+    name: Annotated[str, typer.Argument(help=_dataset_names())],
     dest: Annotated[Path, typer.Argument(help="Directory to write the ImageFolder tree into")],
     limit_per_class: Annotated[Optional[int], typer.Option(help="Keep at most N images per class and split")] = None,
 ) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from senet_dist.devices import resolve_device
 from senet_dist.train.checkpoint import model_from_checkpoint, resolve_checkpoint
 
 
@@ -110,12 +111,6 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
     return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def evaluate_checkpoint(
     checkpoint_dir: str | Path,
     version_dir: str | Path,
@@ -131,7 +126,7 @@ def evaluate_checkpoint(
     from senet_dist.data import DatasetInfo, LoaderConfig, make_loader
 
     checkpoint_dir = resolve_checkpoint(checkpoint_dir)
-    dev = resolve_device(device)
+    dev = resolve_device(device, fallback="error")
     model, meta = model_from_checkpoint(checkpoint_dir, map_location="cpu")
     info = DatasetInfo.load(version_dir)
     if list(info.classes) != list(meta["classes"]):

@@ -1,18 +1,44 @@
-"""Headless PNG plots (matplotlib Agg): confusion matrix and training curves."""
+"""Headless PNG plots (confusion matrix, training curves) and the one figure style every chart shares.
+
+Figures are built object-style (``Figure`` + an Agg canvas), never through pyplot's global state: no display is
+needed, concurrent flow tasks can draw at once, and nothing has to be closed. Every chart is made by
+:func:`new_figure` and written by :func:`save_png` (a local path or a storage URI such as ``s3://...``).
+"""
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # no display on training hosts / CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from senet_dist.storage import is_uri, write_bytes
 
 if TYPE_CHECKING:
     from senet_dist.train.results import EpochMetrics
+
+DPI = 110
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A headless figure of ``width`` x ``height`` inches."""
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig: Figure, path: str | os.PathLike[str]) -> str:
+    """Lay out and render ``fig`` as PNG to ``path`` (parents created); returns where it went (local: absolute)."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    target = str(path) if is_uri(path) else str(Path(path).expanduser().resolve())
+    write_bytes(target, buf.getvalue())
+    return target
 
 
 def plot_confusion_matrix(cm: Any, classes: Sequence[str], path: str | Path, *, normalize: bool = False) -> Path:
@@ -23,7 +49,8 @@ def plot_confusion_matrix(cm: Any, classes: Sequence[str], path: str | Path, *, 
     shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
     n = len(classes)
     size = max(4.0, 0.5 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = new_figure(size, size)
+    ax = fig.subplots()
     im = ax.imshow(shown, cmap="Blues")
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_xticks(range(n), labels=list(classes), rotation=45, ha="right")
@@ -36,7 +63,8 @@ def plot_confusion_matrix(cm: Any, classes: Sequence[str], path: str | Path, *, 
             for j in range(n):
                 txt = f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
                 ax.text(j, i, txt, ha="center", va="center", fontsize=8, color="white" if shown[i, j] > hi else "black")
-    return _save(fig, path)
+    save_png(fig, path)
+    return Path(path)
 
 
 def plot_curves(history: Sequence[EpochMetrics], path: str | Path) -> Path:
@@ -44,7 +72,8 @@ def plot_curves(history: Sequence[EpochMetrics], path: str | Path) -> Path:
     if not history:
         raise ValueError("history is empty: nothing to plot")
     epochs = [h.epoch for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = new_figure(10, 4)
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
         for split, style in (("train", "-o"), ("val", "-s")):
             ax.plot(epochs, [getattr(h, f"{split}_{key}") for h in history], style, label=split)
@@ -53,13 +82,5 @@ def plot_curves(history: Sequence[EpochMetrics], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     ax_acc.set_ylim(0, 1.02)
-    return _save(fig, path)
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return p
+    save_png(fig, path)
+    return Path(path)

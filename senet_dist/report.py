@@ -9,17 +9,14 @@ from __future__ import annotations
 import io
 import os
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
 from senet_dist.artifacts import ArtifactStore
-from senet_dist.storage import is_uri, write_bytes
+from senet_dist.plots import new_figure, save_png
 
 LEADERBOARD_SCHEMA = pa.schema([
     ("variant", pa.string()), ("accuracy", pa.float64()), ("macro_f1", pa.float64()), ("params", pa.int64()),
@@ -111,8 +108,7 @@ def plot_comparison(table: pa.Table, path: str | os.PathLike[str]) -> str:
     if table.num_rows == 0:
         raise ValueError("no evaluated runs to plot; run training/evaluation first")
     labels, n = _labels(table), table.num_rows
-    fig = Figure(figsize=(max(8.0, 1.6 * n + 4), 4.5))
-    FigureCanvasAgg(fig)
+    fig = new_figure(max(8.0, 1.6 * n + 4), 4.5)
     ax_q, ax_t = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
     xs, w = list(range(n)), 0.38
     acc = [v or 0.0 for v in table["accuracy"].to_pylist()]
@@ -127,9 +123,4 @@ def plot_comparison(table: pa.Table, path: str | os.PathLike[str]) -> str:
     ax_t.bar(xs, [v or 0.0 for v in table["img_per_s"].to_pylist()], color="tab:green")
     ax_t.set_xticks(xs, labels, rotation=30, ha="right", fontsize=8)
     ax_t.set_title("evaluation throughput (img/s)")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    target = str(path) if is_uri(path) else str(Path(path).expanduser().resolve())
-    write_bytes(target, buf.getvalue())
-    return target
+    return save_png(fig, path)

@@ -19,6 +19,17 @@ def test_every_command_has_help(cmd):
     assert "Usage" in result.output
 
 
+def test_datasets_list_and_fetch_help_come_from_the_registry():
+    from senet_dist.data import dataset_specs
+
+    listed = runner.invoke(app, ["datasets", "list"], env={"COLUMNS": "250"})
+    assert listed.exit_code == 0, listed.output
+    for spec in dataset_specs():
+        assert spec.name in listed.output and spec.licence in listed.output
+    helped = runner.invoke(app, ["datasets", "fetch", "--help"], env={"COLUMNS": "200"})
+    assert all(spec.name in helped.output for spec in dataset_specs())
+
+
 def test_models_table_and_unknown_model():
     result = runner.invoke(app, ["models", "se_resnet_tiny", "se_resnet50"])
     assert result.exit_code == 0, result.output

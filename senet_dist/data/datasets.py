@@ -1,5 +1,8 @@
 """Real datasets available offline, written out as ImageFolder trees ready for ``shard_dataset``.
 
+Each dataset is declared once, as a :class:`DatasetSpec` in :data:`DATASETS` (name, fetcher, licence, description),
+so the CLI, the pipeline and the docs list the same names, licences and texts.
+
 - fashion-mnist: Debian package ``dataset-fashion-mnist`` (gzipped IDX files) -> DEST/{train,test}/<class>/*.png,
   keeping the official test split (``split_mode="auto"`` detects it).
 - lfw-subset: ``skimage.data.lfw_subset()`` (100 faces + 100 non-faces, 25x25) -> DEST/{face,non_face}/*.png.
@@ -12,7 +15,9 @@ import gzip
 import json
 import os
 import struct
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +28,20 @@ from .source import DatasetError
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle_boot")
-_DATASETS = {
-    "fashion-mnist": "Fashion-MNIST 28x28 grayscale, 10 classes, 60k train + 10k test (apt: dataset-fashion-mnist)",
-    "lfw-subset": "LFW subset 25x25 grayscale, face vs non_face, 200 images (pip: scikit-image)",
-}
 MARKER = ".complete.json"
 
+# (dest, limit_per_class, num_procs, source_dir) -> {split: {class: count}}
+Fetcher = Callable[[Path, int | None, int, Path | None], dict]
 
-def list_datasets() -> dict[str, str]:
-    """Dataset name -> one-line description."""
-    return dict(_DATASETS)
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One built-in dataset: how to materialise it, under which terms, and a one-line description."""
+
+    name: str
+    fetcher: Fetcher
+    licence: str
+    description: str
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -111,14 +120,31 @@ def _lfw_subset(dest: Path, limit: int | None, num_procs: int, source_dir: Path 
     return {"all": _write_tree(dest, None, images, labels, ("face", "non_face"), limit, 1)}
 
 
-_FETCHERS = {"fashion-mnist": _fashion_mnist, "lfw-subset": _lfw_subset}
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
+    DatasetSpec("fashion-mnist", _fashion_mnist,
+                "MIT (Zalando Research), via the Debian package dataset-fashion-mnist",
+                "Fashion-MNIST 28x28 grayscale, 10 classes, 60k train + 10k test (apt: dataset-fashion-mnist)"),
+    DatasetSpec("lfw-subset", _lfw_subset,
+                "LFW database terms (research use), shipped by scikit-image (BSD-3-Clause)",
+                "LFW subset 25x25 grayscale, face vs non_face, 200 images (pip: scikit-image)"),
+)}
+
+
+def dataset_specs() -> list[DatasetSpec]:
+    """Every built-in dataset, in name order."""
+    return [DATASETS[name] for name in sorted(DATASETS)]
+
+
+def list_datasets() -> dict[str, str]:
+    """Dataset name -> one-line description."""
+    return {spec.name: spec.description for spec in dataset_specs()}
 
 
 def fetch_dataset(name: str, dest: str | os.PathLike, *, limit_per_class: int | None = None,
                   num_procs: int | None = None, source_dir: str | os.PathLike | None = None) -> Path:
     """Write dataset ``name`` as an ImageFolder tree under ``dest``; returns ``dest``. Idempotent."""
-    if name not in _FETCHERS:
-        raise DatasetError(f"unknown dataset {name!r}; available: {', '.join(sorted(_FETCHERS))}")
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
     if limit_per_class is not None and limit_per_class < 1:
         raise DatasetError("limit_per_class must be >= 1 or None")
     dest = Path(dest).expanduser().resolve()
@@ -132,7 +158,7 @@ def fetch_dataset(name: str, dest: str | os.PathLike, *, limit_per_class: int | 
                            "use another destination")
     dest.mkdir(parents=True, exist_ok=True)
     procs = num_procs if num_procs is not None else min(os.cpu_count() or 1, 8)
-    counts = _FETCHERS[name](dest, limit_per_class, procs, Path(source_dir) if source_dir else None)
+    counts = DATASETS[name].fetcher(dest, limit_per_class, procs, Path(source_dir) if source_dir else None)
     tmp = dest / (MARKER + ".tmp")
     tmp.write_text(json.dumps({**request, "counts": counts}, indent=2))
     os.replace(tmp, marker)  # written last: a crash mid-way is simply redone

@@ -16,17 +16,6 @@ from .transforms import Normalizer, eval_resize
 _RATIO = (3.0 / 4.0, 4.0 / 3.0)
 
 
-def resolve_device(requested: str | None, fallback: str) -> str:
-    """The decode device; without CUDA either fall back to "cpu" or raise a clear error."""
-    device = requested or "cuda"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        if fallback == "cpu":
-            return "cpu"
-        raise RuntimeError("gpu_decode=True needs CUDA, but torch.cuda.is_available() is False; "
-                           "set gpu_decode=False or gpu_fallback='cpu'")
-    return device
-
-
 def _is_jpeg(data: torch.Tensor) -> bool:
     return data.numel() > 2 and int(data[0]) == 0xFF and int(data[1]) == 0xD8
 

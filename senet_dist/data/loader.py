@@ -18,9 +18,10 @@ import torch
 from pydantic import Field
 from torch.utils.data import DataLoader
 
+from senet_dist.devices import resolve_device
 from senet_dist.schema import Section
 
-from .gpu_decode import decode_batch, resolve_device
+from .gpu_decode import decode_batch
 from .manifest import DatasetInfo
 from .source import SPLITS, DatasetError
 from .stream import ShardStream, Slot, eval_slot_size
@@ -62,6 +63,11 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # N loader processes x M torch threads would oversubscribe the cores
 
 
+def _decode_device(cfg: LoaderConfig) -> torch.device:
+    return resolve_device(cfg.decode_device or "cuda", cfg.gpu_fallback,
+                          hint="set gpu_decode=False or gpu_fallback='cpu'")
+
+
 def _shutdown(it: Any) -> None:
     """Best effort: a failure while stopping workers must never replace the error that got us here."""
     stop = getattr(it, "_shutdown_workers", None)  # multiprocessing iterators only
@@ -73,22 +79,22 @@ def _shutdown(it: Any) -> None:
 
 
 class Loader:
-    """Iterable of batches with a known length; ``set_epoch`` (or each new iteration) reshuffles."""
+    """Iterable of batches with a known length; each new iteration reshuffles (the next epoch).
+
+    With persistent workers every iteration replays the loader's ``epoch`` (the workers hold a copy of the stream):
+    build a new loader per epoch, as the training worker does.
+    """
 
     def __init__(self, stream: ShardStream, cfg: LoaderConfig, num_batches: int, train: bool, return_keys: bool) -> None:
         self.stream, self.cfg, self.train, self.return_keys = stream, cfg, train, return_keys
         self.num_batches = num_batches
         self.epoch, self._iterations = stream.epoch, 0
-        self.device = resolve_device(cfg.decode_device, cfg.gpu_fallback) if cfg.gpu_decode else None
+        self.device = _decode_device(cfg) if cfg.gpu_decode else None
         self.normalizer = Normalizer(cfg.mean, cfg.std)
         self._persistent: DataLoader | None = None
 
     def __len__(self) -> int:
         return self.num_batches
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch, self._iterations = epoch, 0
-        self._persistent = None  # persistent workers hold a copy of the old epoch
 
     def _dataloader(self) -> DataLoader:
         cfg = self.cfg
@@ -102,7 +108,7 @@ class Loader:
 
     def __iter__(self) -> Iterator[tuple]:
         if self.cfg.persistent_workers and self.cfg.num_workers > 0:
-            # workers keep their dataset copy: the epoch advances only via set_epoch (recreates them)
+            # workers keep their copy of the stream: this loader's epoch, every time
             self.stream.epoch = self.epoch
             self._persistent = self._persistent or self._dataloader()
             loader = self._persistent

@@ -56,17 +56,6 @@ def model_from_checkpoint(directory: str | Path, map_location: str | torch.devic
     return model, meta
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """Strip DDP / torch.compile wrappers so state_dict keys carry no ``module.``/``_orig_mod.`` prefixes."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
-
-
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint dir as is; a run dir -> its kept checkpoint with the best ``val_acc`` (ties: the later epoch)."""
     p = Path(path)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from senet_dist.models import create_model
+from senet_dist.models.table import count_params
 from senet_dist.train.config import TrainConfig
 from senet_dist.train.loops import Amp, StepOptions
 from senet_dist.train.optim import build_optimizer, build_scheduler
@@ -65,7 +66,7 @@ def build_components(
         criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
         eval_criterion=nn.CrossEntropyLoss(),
         opts=opts,
-        num_params=sum(p.numel() for p in core.parameters()),
+        num_params=count_params(core),
     )
 
 

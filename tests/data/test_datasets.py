@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from senet_dist.data import (DatasetError, DatasetInfo, LoaderConfig, ShardConfig, fetch_dataset, list_datasets,
-                             make_loader, shard_dataset)
+from senet_dist.data import (DatasetError, DatasetInfo, LoaderConfig, ShardConfig, dataset_specs, fetch_dataset,
+                             list_datasets, make_loader, shard_dataset)
 from senet_dist.data.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_idx
 
 needs_fmnist = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="apt-get install dataset-fashion-mnist")
@@ -18,6 +18,9 @@ needs_fmnist = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="apt-ge
 
 def test_list_datasets() -> None:
     assert set(list_datasets()) == {"fashion-mnist", "lfw-subset"}
+    specs = dataset_specs()
+    assert [s.name for s in specs] == sorted(list_datasets())
+    assert all(s.licence and callable(s.fetcher) and list_datasets()[s.name] == s.description for s in specs)
 
 
 def test_lfw_subset_to_shards_and_loader(tmp_path: Path) -> None:

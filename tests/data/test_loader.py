@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from senet_dist.data import DatasetInfo, LoaderConfig, ShardConfig, ShardReadError, make_loader, shard_dataset
-from senet_dist.data.gpu_decode import decode_batch, resolve_device
+from senet_dist.data.gpu_decode import decode_batch
 from senet_dist.data.transforms import Normalizer
+from senet_dist.devices import resolve_device
 
 from .conftest import make_tree, write_image
 
@@ -108,18 +109,18 @@ def test_gpu_byte_path_decodes_on_cpu(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA fallback")
-def test_gpu_decode_without_cuda_falls_back_or_errors() -> None:
-    assert resolve_device(None, "cpu") == "cpu"
-    with pytest.raises(RuntimeError, match="needs CUDA"):
-        resolve_device("cuda", "error")
+def test_gpu_decode_without_cuda_falls_back_or_errors(tmp_path: Path) -> None:
+    assert resolve_device("cuda", "cpu") == resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="needs CUDA.*gpu_fallback"):
+        make_loader(_version(tmp_path, 4, 4), "train", LoaderConfig(gpu_decode=True, gpu_fallback="error"))
 
 
-def test_persistent_workers_and_set_epoch(tmp_path: Path) -> None:
+def test_persistent_workers_replay_the_loaders_epoch(tmp_path: Path) -> None:
     vdir = _version(tmp_path, 12, 5)
     cfg = LoaderConfig(batch_size=3, image_size=16, num_workers=1, persistent_workers=True)
     loader = make_loader(vdir, "train", cfg, return_keys=True)
     first = [k for _, _, ks in loader for k in ks]
-    assert [k for _, _, ks in loader for k in ks] == first  # same epoch until set_epoch
-    loader.set_epoch(1)
-    second = [k for _, _, ks in loader for k in ks]
+    assert [k for _, _, ks in loader for k in ks] == first  # the workers keep epoch 0
+    next_epoch = make_loader(vdir, "train", cfg, epoch=1, return_keys=True)  # what the training worker does
+    second = [k for _, _, ks in next_epoch for k in ks]
     assert len(second) == len(first) == len(loader) * 3 and second != first

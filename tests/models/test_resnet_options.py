@@ -7,6 +7,7 @@ import torch
 
 from senet_dist.models import create_model
 from senet_dist.models.resnet import SEBasicBlock, SEBottleneck
+from senet_dist.models.table import count_params
 
 
 @pytest.mark.parametrize(("stem", "side"), [("cifar", 4), ("imagenet", 1)])
@@ -22,7 +23,7 @@ def test_width_and_base_width_are_aliases() -> None:
     a = create_model("se_resnet50", num_classes=3, width=8)
     b = create_model("se_resnet50", num_classes=3, base_width=8)
     assert a.num_features == b.num_features == 8 * 8 * 4
-    assert sum(p.numel() for p in a.parameters()) == sum(p.numel() for p in b.parameters())
+    assert count_params(a) == count_params(b)
 
 
 def test_zero_init_last_makes_blocks_start_as_identity_branches() -> None:
