@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-for _k, _v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "OMP_NUM_THREADS": "1"}.items():
-    os.environ.setdefault(_k, _v)
+# Ray/Prefect defaults: tests/conftest.py. One BLAS/OpenMP thread per process here: these tests run several training
+# processes and loader workers at once on a 2-core box.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
