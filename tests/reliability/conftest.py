@@ -83,46 +83,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         Path(out).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-# ---- Ray -------------------------------------------------------------------------------------------
-def _init_ray() -> None:
-    import ray
-
-    from senet_dist.train.launcher import QUIET_ENV
-
-    if not ray.is_initialized():
-        # 2 training workers + Ray Train's controller on logical CPUs (the box has 2 cores).
-        ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": dict(QUIET_ENV)})
-
-
-@pytest.fixture(scope="session")
-def _ray_session():
-    yield
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-
-
-@pytest.fixture()
-def ray_up(_ray_session):
-    """A local Ray shared by the session (started on first use, stopped at the end)."""
-    _init_ray()
-    import ray
-
-    return ray
-
-
-@pytest.fixture()
-def ray_down():
-    """No Ray in this process, so a test can assert that bad input never starts one."""
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    yield
-    assert not ray.is_initialized(), "the call under test started Ray"
-
-
 # ---- data ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def lfw_source(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -1,25 +1,10 @@
-"""One local Ray per pytest session (only these tests start Ray) and real lfw-subset shards."""
+"""Real lfw-subset shards and the tiny training config of these tests (the local Ray: tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def ray_session():
-    import ray
-
-    from senet_dist.train.launcher import QUIET_ENV
-
-    started = not ray.is_initialized()
-    if started:
-        # 2 training workers + headroom for Ray Train's controller; logical CPUs, the box has 2 cores.
-        ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": dict(QUIET_ENV)})
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="session")
