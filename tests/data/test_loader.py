@@ -11,8 +11,7 @@ import torch
 from senet_dist.data import DatasetInfo, LoaderConfig, ShardConfig, ShardReadError, make_loader, shard_dataset
 from senet_dist.data.gpu_decode import decode_batch, resolve_device
 from senet_dist.data.transforms import Normalizer
-
-from .conftest import make_tree, write_image
+from tests.helpers import make_tree, write_image
 
 
 def _version(tmp_path: Path, per_class: int, max_count: int, name: str = "v") -> Path:

@@ -10,9 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from senet_dist.data import DatasetError, DatasetInfo, ShardConfig, fingerprint_source, latest_version, shard_dataset
-from tests.helpers import wait_until
-
-from .conftest import make_tree, write_image
+from tests.helpers import make_tree, wait_until, write_image
 
 CFG = dict(progress=False, num_procs=1)
 
