@@ -3,6 +3,10 @@
 - environment defaults for Ray and Prefect, set once for the whole session (before any test module imports them);
 - one local Ray for the session: ``local_ray`` owns it; tests ask for ``ray_up`` (per test) or ``ray_session`` (per
   module, for module-scoped fixtures), which start it again if a ``ray_down`` test stopped it;
+- scikit-image's lfw-subset (real 25x25 faces / non-faces) as an ImageFolder and as shards, each made once per
+  session per size: ``lfw_source_factory(limit_per_class)`` and ``lfw_shards_factory(limit_per_class, **shard opts)``.
+  A package's ``lfw_source`` / ``lfw_version`` fixtures pick its slice (tests/flows: 24 per class; tests/reliability:
+  40 per class; tests/train: all 200 images);
 - ``s3_server`` / ``s3_bucket``: a real S3 endpoint on loopback (tests/s3server.py).
 
 A sub-package conftest holds only what is local to that package (which slice of data it uses, its own tallies).
@@ -12,10 +16,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.helpers import shard
 
 if TYPE_CHECKING:
     from tests.s3server import S3Server
@@ -75,6 +82,40 @@ def ray_down():
         ray.shutdown()
     yield
     assert not ray.is_initialized(), "the call under test started Ray"
+
+
+# ---- lfw-subset ------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def lfw_source_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int | None], Path]:
+    """``source(limit_per_class=None)``: lfw-subset as an ImageFolder (face/, non_face/), at most ``limit_per_class``
+    images per class (None: all 100). Written once per session per limit; treat it as read-only (copy to modify)."""
+    made: dict[int | None, Path] = {}
+
+    def source(limit_per_class: int | None = None) -> Path:
+        if limit_per_class not in made:
+            from senet_dist.data import fetch_dataset
+
+            root = tmp_path_factory.mktemp("lfw-all" if limit_per_class is None else f"lfw-{limit_per_class}")
+            made[limit_per_class] = Path(fetch_dataset("lfw-subset", root / "lfw", limit_per_class=limit_per_class,
+                                                       num_procs=1))
+        return made[limit_per_class]
+
+    return source
+
+
+@pytest.fixture(scope="session")
+def lfw_shards_factory(lfw_source_factory, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``version(limit_per_class=None, **shard_opts)``: that lfw-subset source sharded with ``tests.helpers.shard``
+    (``TINY_SHARD`` | ``shard_opts``); returns the version dir. Made once per session per arguments; read-only."""
+    made: dict[str, Path] = {}
+
+    def version(limit_per_class: int | None = None, **shard_opts) -> Path:
+        key = repr((limit_per_class, sorted(shard_opts.items())))
+        if key not in made:
+            made[key] = shard(lfw_source_factory(limit_per_class), tmp_path_factory.mktemp("lfw-shards"), **shard_opts)
+        return made[key]
+
+    return version
 
 
 # ---- S3 --------------------------------------------------------------------------------------------

@@ -9,11 +9,9 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def lfw_source(tmp_path_factory) -> Path:
+def lfw_source(lfw_source_factory) -> Path:
     """A small real ImageFolder (scikit-image's LFW subset, 24 images per class)."""
-    from senet_dist.data import fetch_dataset
-
-    return Path(fetch_dataset("lfw-subset", tmp_path_factory.mktemp("lfw") / "lfw", limit_per_class=24))
+    return lfw_source_factory(24)
 
 
 @pytest.fixture()

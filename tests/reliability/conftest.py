@@ -1,4 +1,7 @@
-"""Reliability suite fixtures: one local Ray per session, tiny real datasets, and the fault/input tally.
+"""Reliability suite: the fault/input tally, this suite's lfw-subset slice, and its tiny training helpers.
+
+The local Ray (``ray_up`` / ``ray_down``), the lfw-subset factories and plain helpers (``shard``, ``PYTHON``,
+``REPO``) are shared by all tests: tests/conftest.py and tests/helpers.py.
 
 Every test that injects a fault or feeds a bad input records it in ``FIGURES``; the totals are printed at the end of
 the session and, when ``SENET_RELIABILITY_FIGURES`` names a file, written there as JSON (docs/reliability.md quotes
@@ -10,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -18,12 +20,12 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import PYTHON
+
 # Ray/Prefect defaults: tests/conftest.py. One BLAS/OpenMP thread per process here: these tests run several training
 # processes and loader workers at once on a 2-core box.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-REPO = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
 FIGURES_ENV = "SENET_RELIABILITY_FIGURES"
 
 
@@ -83,27 +85,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         Path(out).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-# ---- data ------------------------------------------------------------------------------------------
+# ---- data: this suite's lfw-subset slice (the factories are in tests/conftest.py) -------------------
 @pytest.fixture(scope="session")
-def lfw_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def lfw_source(lfw_source_factory) -> Path:
     """scikit-image's LFW subset, 40 images per class (real 25x25 faces / non-faces)."""
-    from senet_dist.data import fetch_dataset
-
-    return Path(fetch_dataset("lfw-subset", tmp_path_factory.mktemp("lfw") / "lfw", limit_per_class=40, num_procs=1))
-
-
-def shard(src: Path, out: Path, **overrides: Any) -> Path:
-    """Shard ``src`` with tiny-test settings; returns the version directory."""
-    from senet_dist.data import ShardConfig, shard_dataset
-
-    cfg = {"resize_shorter": None, "image_format": "png", "progress": False, "num_procs": 1, "max_count": 20} | overrides
-    return shard_dataset(src, out, ShardConfig(**cfg)).version_dir
+    return lfw_source_factory(40)
 
 
 @pytest.fixture(scope="session")
-def lfw_version(lfw_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def lfw_version(lfw_shards_factory) -> Path:
     """80 LFW images as shards of <= 20 samples (train 64 -> 4 shards, val 8, test 8)."""
-    return shard(lfw_source, tmp_path_factory.mktemp("lfw-shards"))
+    return lfw_shards_factory(40)
 
 
 def tiny_train(**overrides: Any) -> dict[str, Any]:

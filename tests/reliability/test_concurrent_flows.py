@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from senet_dist.artifacts import TABLES, ArtifactStore
-from tests.helpers import wait_until
+from tests.helpers import PYTHON, REPO, wait_until
 
-from .conftest import PYTHON, REPO, tiny_train
+from .conftest import tiny_train
 
 pytestmark = [pytest.mark.ray, pytest.mark.prefect, pytest.mark.slow]
 

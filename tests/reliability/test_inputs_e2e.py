@@ -20,9 +20,9 @@ import pytest
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.data import DatasetInfo, LoaderConfig, make_loader
 from senet_dist.pipeline import PipelineConfig, train_variant
-from tests.helpers import write_bad_files, write_unusual_images
+from tests.helpers import PYTHON, write_bad_files, write_unusual_images
 
-from .conftest import PYTHON, tiny_train
+from .conftest import tiny_train
 
 pytestmark = [pytest.mark.ray]
 

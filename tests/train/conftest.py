@@ -8,16 +8,13 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def lfw_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def lfw_version(lfw_shards_factory) -> Path:
     """lfw-subset (200 real 25x25 images, 2 classes) as small shards: 8 train shards, 1 val, 1 test."""
-    from senet_dist.data import ShardConfig, fetch_dataset, shard_dataset
+    from senet_dist.data import DatasetInfo
 
-    root = tmp_path_factory.mktemp("lfw")
-    src = fetch_dataset("lfw-subset", root / "src", num_procs=1)
-    cfg = ShardConfig(max_count=20, resize_shorter=None, image_format="png", progress=False, num_procs=1)
-    result = shard_dataset(src, root / "shards", cfg)
-    assert len(result.shards["train"]) >= 4
-    return result.version_dir
+    version = lfw_shards_factory(None)  # max_count=20, no resize, PNG
+    assert len(DatasetInfo.load(version).shards["train"]) >= 4
+    return version
 
 
 @pytest.fixture(scope="session")
