@@ -5,14 +5,11 @@ Import them as ``from tests.helpers import free_port, wait_until, ...``.
 
 from __future__ import annotations
 
-import io
 import socket
-import struct
 import subprocess
 import sys
 import time
 import urllib.request
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -99,62 +96,3 @@ def make_tree(root: Path, classes: dict[str, int], size: tuple[int, int] = (40, 
             seed += 1
     return root
 
-
-def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
-    """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
-def jpeg_bytes(size=(64, 48)) -> bytes:
-    """A valid random JPEG, in memory."""
-    buf = io.BytesIO()
-    arr = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(arr).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def write_bad_files(cls_dir: Path) -> dict[str, str]:
-    """Five broken image files in ``cls_dir`` (truncated, corrupt, empty, text, PNG bomb).
-
-    Returns file name -> the fragment the shard run's rejection reason must contain.
-    """
-    cls_dir.mkdir(parents=True, exist_ok=True)
-    jpeg = jpeg_bytes()
-    files = {
-        "truncated.jpg": (jpeg[: len(jpeg) * 2 // 3], "truncated"),
-        "corrupt.jpg": (jpeg.replace(b"\xff\xc0", b"\xff\xc0\x00\x01", 1), "corrupt JPEG header"),
-        "empty.jpg": (b"", "empty"),
-        "text.jpg": (b"this is not an image\n", "not an image"),
-        "bomb.png": (png_bomb(), "decompression bomb"),
-    }
-    for name, (data, _) in files.items():
-        (cls_dir / name).write_bytes(data)
-    return {name: reason for name, (_, reason) in files.items()}
-
-
-def write_unusual_images(tmp: Path) -> dict[str, Path]:
-    """Valid but unusual images in ``tmp`` (CMYK, 16-bit, gray, palette+transparency, RGBA, WebP, BMP, EXIF-rotated).
-
-    Returns kind -> path.
-    """
-    tmp.mkdir(parents=True, exist_ok=True)
-    out = {}
-    Image.new("CMYK", (40, 30), (10, 200, 30, 5)).save(out.setdefault("cmyk", tmp / "cmyk.jpg"))
-    arr16 = (np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 50)
-    Image.fromarray(arr16).save(out.setdefault("png16", tmp / "png16.png"))
-    write_image(out.setdefault("gray", tmp / "gray.jpg"), mode="L")
-    pal = Image.new("P", (40, 30), 1)
-    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
-    pal.save(out.setdefault("palette", tmp / "palette.png"), transparency=0)
-    Image.new("RGBA", (40, 30), (0, 0, 255, 128)).save(out.setdefault("rgba", tmp / "rgba.png"))
-    write_image(out.setdefault("webp", tmp / "x.webp"))
-    write_image(out.setdefault("bmp", tmp / "x.bmp"))
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees on display
-    Image.new("RGB", (40, 30), (0, 255, 0)).save(out.setdefault("exif", tmp / "exif.jpg"), exif=exif)
-    return out

@@ -4,7 +4,7 @@ One source tree holds everything at once, because that is how bad data arrives: 
 files (CMYK, 16-bit, grayscale, palette+transparency, RGBA, EXIF-rotated, WebP, BMP) in a class folder named like a shard
 (``train-000000.tar``), broken files (corrupt, truncated, zero-byte, text named .jpg, a 20k x 20k PNG bomb header) in a
 unicode class folder, under paths with spaces and unicode. The per-file unit checks live in tests/data/test_images.py;
-this module reuses the same generators (tests/helpers.py) and proves the whole pipeline survives them.
+this module reuses its generators and proves the whole pipeline survives them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import pytest
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.data import DatasetInfo, LoaderConfig, make_loader
 from senet_dist.pipeline import PipelineConfig, train_variant
-from tests.helpers import PYTHON, write_bad_files, write_unusual_images
+from tests.data.test_images import _unusual, _write_bad_files
+from tests.helpers import PYTHON
 
 from .conftest import tiny_train
 
@@ -35,8 +36,8 @@ SHARD_OPTS = {"resize_shorter": None, "image_format": "png", "max_count": 16, "n
 def _build_tree(lfw_source: Path, root: Path) -> tuple[dict[str, Path], dict[str, str]]:
     shutil.copytree(lfw_source / "face", root / SHARD_LIKE)
     shutil.copytree(lfw_source / "non_face", root / BROKEN_CLASS)
-    unusual = write_unusual_images(root / SHARD_LIKE)
-    broken = write_bad_files(root / BROKEN_CLASS)
+    unusual = _unusual(root / SHARD_LIKE)
+    broken = _write_bad_files(root / BROKEN_CLASS)
     return unusual, broken
 
 
