@@ -24,11 +24,6 @@ from senet_dist.artifacts import (
     dataset_row,
 )
 
-try:  # tests/ on sys.path (rootdir-relative import) or the repo root (tests as a package)
-    from s3server import s3_bucket, s3_server  # noqa: F401
-except ImportError:  # pragma: no cover
-    from tests.s3server import s3_bucket, s3_server  # noqa: F401
-
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 # Appends N runs from a separate interpreter; argv: root, writer id, count.

@@ -55,19 +55,17 @@ def test_plot_input_errors(tmp_path) -> None:
 
 # ---- evaluate_checkpoint on a real checkpoint (trained in-process, no Ray) over real lfw-subset shards ----
 @pytest.fixture(scope="module")
-def lfw_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+def lfw_checkpoint(lfw_shards_factory, tmp_path_factory: pytest.TempPathFactory):
     import torch
 
-    from senet_dist.data import DatasetInfo, LoaderConfig, ShardConfig, fetch_dataset, make_loader, shard_dataset
+    from senet_dist.data import DatasetInfo, LoaderConfig, make_loader
     from senet_dist.train.checkpoint import save_checkpoint
     from senet_dist.train.components import build_components, training_state
     from senet_dist.train.config import TrainConfig
     from senet_dist.train.loops import train_epoch
 
     root = tmp_path_factory.mktemp("eval")
-    src = fetch_dataset("lfw-subset", root / "src", num_procs=1)
-    version = shard_dataset(src, root / "shards", ShardConfig(max_count=50, resize_shorter=None, image_format="png",
-                                                               progress=False, num_procs=1)).version_dir
+    version = lfw_shards_factory(None, max_count=50)  # all 200 images, no resize, PNG
     info = DatasetInfo.load(version)
     torch.manual_seed(0)
     cfg = TrainConfig(model="se_resnet_tiny", epochs=2, batch_size=16, num_workers=1).with_overrides({"lr": 0.05})

@@ -12,11 +12,6 @@ from senet_dist import storage
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.report import LEADERBOARD_SCHEMA, format_leaderboard, leaderboard, plot_comparison
 
-try:  # tests/ on sys.path (rootdir-relative import) or the repo root (tests as a package)
-    from s3server import s3_bucket, s3_server  # noqa: F401
-except ImportError:  # pragma: no cover
-    from tests.s3server import s3_bucket, s3_server  # noqa: F401
-
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

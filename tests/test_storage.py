@@ -12,11 +12,6 @@ import pytest
 
 from senet_dist import storage
 
-try:  # tests/ on sys.path (rootdir-relative import) or the repo root (tests as a package)
-    from s3server import s3_bucket, s3_server  # noqa: F401
-except ImportError:  # pragma: no cover
-    from tests.s3server import s3_bucket, s3_server  # noqa: F401
-
 
 def _make_tree(root: Path) -> dict[str, bytes]:
     """Real tar shards plus a nested checkpoint directory; returns {relative path: bytes}."""

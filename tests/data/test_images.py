@@ -13,8 +13,7 @@ from PIL import Image
 
 from senet_dist.data import DatasetInfo, EncodeConfig, ShardConfig, process_image, shard_dataset
 from senet_dist.data.images import Encoded, Rejected
-
-from .conftest import make_tree, write_image
+from tests.helpers import make_tree, write_image
 
 
 def _png_bomb(width: int = 20000, height: int = 20000) -> bytes:

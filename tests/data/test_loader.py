@@ -12,8 +12,7 @@ from senet_dist.data import DatasetInfo, LoaderConfig, ShardConfig, ShardReadErr
 from senet_dist.data.gpu_decode import decode_batch
 from senet_dist.data.transforms import Normalizer
 from senet_dist.devices import resolve_device
-
-from .conftest import make_tree, write_image
+from tests.helpers import make_tree, write_image
 
 
 def _version(tmp_path: Path, per_class: int, max_count: int, name: str = "v") -> Path:

@@ -10,8 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from senet_dist.data import DatasetError, DatasetInfo, ShardConfig, fingerprint_source, latest_version, shard_dataset
-
-from .conftest import make_tree, write_image
+from tests.helpers import make_tree, wait_until, write_image
 
 CFG = dict(progress=False, num_procs=1)
 
@@ -185,7 +184,6 @@ def test_next_run_removes_the_build_a_killed_run_left(small_tree: Path, tmp_path
     import signal
     import subprocess
     import sys
-    import time
 
     from senet_dist.data.shard import BUILD_PREFIX, _host
 
@@ -195,10 +193,8 @@ def test_next_run_removes_the_build_a_killed_run_left(small_tree: Path, tmp_path
             "m.write_json = lambda *a, **k: time.sleep(600)\n"
             f"m.shard_dataset(sys.argv[1], sys.argv[2], ShardConfig(**{CFG!r}))\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(small_tree), str(out)])
-    deadline = time.monotonic() + 120
-    while not list(out.glob(f"{BUILD_PREFIX}*/manifest.parquet")) and time.monotonic() < deadline:
-        assert proc.poll() is None, "shard subprocess ended early"
-        time.sleep(0.05)
+    wait_until(lambda: list(out.glob(f"{BUILD_PREFIX}*/manifest.parquet")), 120, "the shard subprocess's build dir",
+               interval=0.05, proc=proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     (stale,) = out.glob(f"{BUILD_PREFIX}*")

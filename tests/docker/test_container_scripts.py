@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from types import ModuleType
 import pytest
 
 from tests.docker._compose import DOCKER, REPO
+from tests.helpers import free_port
 
 ENTRYPOINT = DOCKER / "entrypoint.sh"
 HEALTHCHECK = DOCKER / "healthcheck.py"
@@ -63,12 +63,6 @@ def http_server() -> Iterator[tuple[int, dict[str, tuple[int, str]]]]:
         server.server_close()
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ray_worker_healthy_only_when_raylet_reports_success(http_server, monkeypatch) -> None:
     port, routes = http_server
     monkeypatch.setenv("RAY_DASHBOARD_AGENT_LISTEN_PORT", str(port))
@@ -103,7 +97,7 @@ def test_prefect_roles(http_server, monkeypatch) -> None:
 
 
 def test_nothing_listening_is_unhealthy(monkeypatch, capsys) -> None:
-    monkeypatch.setenv("PREFECT_SERVER_API_PORT", str(_closed_port()))
+    monkeypatch.setenv("PREFECT_SERVER_API_PORT", str(free_port()))
     assert hc.main(["prefect-server"]) == 1
     assert "prefect-server" in capsys.readouterr().err
 

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
 
 @pytest.fixture(scope="session")
-def lfw_source(tmp_path_factory) -> Path:
+def lfw_source(lfw_source_factory) -> Path:
     """A small real ImageFolder (scikit-image's LFW subset, 24 images per class)."""
-    from senet_dist.data import fetch_dataset
-
-    return Path(fetch_dataset("lfw-subset", tmp_path_factory.mktemp("lfw") / "lfw", limit_per_class=24))
+    return lfw_source_factory(24)
 
 
 @pytest.fixture()

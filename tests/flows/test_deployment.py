@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -17,31 +15,12 @@ import pytest
 from PIL import Image
 
 from senet_dist.artifacts import ArtifactStore
+from tests.helpers import REPO, free_port, wait_until_healthy
 
 pytestmark = [pytest.mark.ray, pytest.mark.prefect, pytest.mark.timeout(900)]
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TINY = {"train": {"epochs": 1, "num_workers": 2, "batch_size": 8, "image_size": 32, "loader_workers": 0},
         "variants": ["se_resnet_tiny"], "shard": {"max_count": 8}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2)
-            return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError("prefect server not healthy")
 
 
 @pytest.fixture()
@@ -50,7 +29,7 @@ def prefect_server(tmp_path):
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_UI_ENABLED": "false", "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("PREFECT_API_URL", None)
-    port = _free_port()
+    port = free_port()
     env["PREFECT_API_URL"] = api = f"http://127.0.0.1:{port}/api"
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -58,7 +37,7 @@ def prefect_server(tmp_path):
                               env=env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT)
     procs = [server]
     try:
-        _wait_healthy(api, server)
+        wait_until_healthy(api + "/health", 120, "prefect server", interval=1, proc=server)
         run = lambda *args: subprocess.run([BIN / "prefect", *args], env=env, cwd=REPO, check=True,  # noqa: E731
                                            capture_output=True, text=True, timeout=300)
         run("work-pool", "create", "local-pool", "--type", "process")

@@ -10,7 +10,6 @@ import pytest
 from flows.train_senet import train_senet
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.storage import list_files, read_bytes
-from tests.s3server import s3_bucket, s3_server  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.ray, pytest.mark.prefect, pytest.mark.timeout(900)]
 

@@ -1,4 +1,7 @@
-"""Reliability suite fixtures: one local Ray per session, tiny real datasets, and the fault/input tally.
+"""Reliability suite: the fault/input tally, this suite's lfw-subset slice, and its tiny training helpers.
+
+The local Ray (``ray_up`` / ``ray_down``), the lfw-subset factories and plain helpers (``shard``, ``PYTHON``,
+``REPO``) are shared by all tests: tests/conftest.py and tests/helpers.py.
 
 Every test that injects a fault or feeds a bad input records it in ``FIGURES``; the totals are printed at the end of
 the session and, when ``SENET_RELIABILITY_FIGURES`` names a file, written there as JSON (docs/reliability.md quotes
@@ -10,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -18,12 +20,12 @@ from typing import Any
 
 import pytest
 
-for _k, _v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "OMP_NUM_THREADS": "1"}.items():
-    os.environ.setdefault(_k, _v)
+from tests.helpers import PYTHON
 
-REPO = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
+# Ray/Prefect defaults: tests/conftest.py. One BLAS/OpenMP thread per process here: these tests run several training
+# processes and loader workers at once on a 2-core box.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 FIGURES_ENV = "SENET_RELIABILITY_FIGURES"
 
 
@@ -83,67 +85,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         Path(out).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-# ---- Ray -------------------------------------------------------------------------------------------
-def _init_ray() -> None:
-    import ray
-
-    from senet_dist.train.session import QUIET_ENV
-
-    if not ray.is_initialized():
-        # 2 training workers + Ray Train's controller on logical CPUs (the box has 2 cores).
-        ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": dict(QUIET_ENV)})
-
-
+# ---- data: this suite's lfw-subset slice (the factories are in tests/conftest.py) -------------------
 @pytest.fixture(scope="session")
-def _ray_session():
-    yield
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-
-
-@pytest.fixture()
-def ray_up(_ray_session):
-    """A local Ray shared by the session (started on first use, stopped at the end)."""
-    _init_ray()
-    import ray
-
-    return ray
-
-
-@pytest.fixture()
-def ray_down():
-    """No Ray in this process, so a test can assert that bad input never starts one."""
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    yield
-    assert not ray.is_initialized(), "the call under test started Ray"
-
-
-# ---- data ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def lfw_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def lfw_source(lfw_source_factory) -> Path:
     """scikit-image's LFW subset, 40 images per class (real 25x25 faces / non-faces)."""
-    from senet_dist.data import fetch_dataset
-
-    return Path(fetch_dataset("lfw-subset", tmp_path_factory.mktemp("lfw") / "lfw", limit_per_class=40, num_procs=1))
-
-
-def shard(src: Path, out: Path, **overrides: Any) -> Path:
-    """Shard ``src`` with tiny-test settings; returns the version directory."""
-    from senet_dist.data import ShardConfig, shard_dataset
-
-    cfg = {"resize_shorter": None, "image_format": "png", "progress": False, "num_procs": 1, "max_count": 20} | overrides
-    return shard_dataset(src, out, ShardConfig(**cfg)).version_dir
+    return lfw_source_factory(40)
 
 
 @pytest.fixture(scope="session")
-def lfw_version(lfw_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def lfw_version(lfw_shards_factory) -> Path:
     """80 LFW images as shards of <= 20 samples (train 64 -> 4 shards, val 8, test 8)."""
-    return shard(lfw_source, tmp_path_factory.mktemp("lfw-shards"))
+    return lfw_shards_factory(40)
 
 
 def tiny_train(**overrides: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from senet_dist.cli import app
+from tests.helpers import make_tree
 
 from .conftest import cli
 
@@ -31,8 +32,6 @@ def _invoke(*args: str):
 
 @pytest.fixture()
 def empty_class_tree(tmp_path: Path) -> Path:
-    from tests.data.conftest import make_tree
-
     root = make_tree(tmp_path / "src", {"a": 5})
     (root / "b").mkdir()
     return root

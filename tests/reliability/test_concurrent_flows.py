@@ -12,15 +12,15 @@ import json
 import os
 import subprocess
 import textwrap
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from senet_dist.artifacts import TABLES, ArtifactStore
+from tests.helpers import PYTHON, REPO, wait_until
 
-from .conftest import PYTHON, REPO, tiny_train
+from .conftest import tiny_train
 
 pytestmark = [pytest.mark.ray, pytest.mark.prefect, pytest.mark.slow]
 
@@ -48,12 +48,10 @@ def _start(i: int, src: Path, tmp: Path) -> subprocess.Popen:
 
 
 def _wait_for_running_row(root: Path, first: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and first.poll() is None:
-        if (root / "runs").is_dir() and "running" in ArtifactStore(root).read("runs").column("status").to_pylist():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"the first flow never recorded a running run (rc={first.poll()})")
+    def running() -> bool:
+        return (root / "runs").is_dir() and "running" in ArtifactStore(root).read("runs").column("status").to_pylist()
+
+    wait_until(running, timeout, "the first flow recording a running run", interval=0.5, proc=first)
 
 
 @pytest.mark.timeout(600)

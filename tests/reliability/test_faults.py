@@ -22,8 +22,9 @@ from senet_dist.pipeline import PipelineConfig, train_variant
 from senet_dist.train.faults import FAULT_ENV, FaultPlan
 from senet_dist.train import fit
 from senet_dist.train.checkpoint import CHECKPOINT_FILE, META_FILE, read_meta
+from tests.helpers import PYTHON
 
-from .conftest import PYTHON, tiny_train, train_config
+from .conftest import tiny_train, train_config
 
 pytestmark = [pytest.mark.ray]
 

@@ -21,8 +21,9 @@ from senet_dist.artifacts import ArtifactStore
 from senet_dist.data import DatasetInfo, LoaderConfig, make_loader
 from senet_dist.pipeline import PipelineConfig, train_variant
 from tests.data.test_images import _unusual, _write_bad_files
+from tests.helpers import PYTHON
 
-from .conftest import PYTHON, tiny_train
+from .conftest import tiny_train
 
 pytestmark = [pytest.mark.ray]
 

@@ -20,8 +20,9 @@ from senet_dist.data import DatasetInfo
 from senet_dist.pipeline import PipelineConfig, train_variant
 from senet_dist.errors import TrainingError, is_retryable
 from senet_dist.train import fit
+from tests.helpers import shard
 
-from .conftest import eval_keys, shard, tiny_train, train_config
+from .conftest import eval_keys, tiny_train, train_config
 
 pytestmark = [pytest.mark.ray]
 

@@ -16,8 +16,9 @@ import pytest
 
 from senet_dist.artifacts import ArtifactStore, ArtifactStoreError
 from senet_dist.pipeline import PipelineConfig, prepare_dataset, train_variant
+from tests.helpers import PYTHON
 
-from .conftest import PYTHON, tiny_train
+from .conftest import tiny_train
 
 
 def _seed_tables(root: Path) -> dict[str, tuple[list[Path], int]]:

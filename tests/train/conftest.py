@@ -1,42 +1,20 @@
-"""One local Ray per pytest session (only these tests start Ray) and real lfw-subset shards."""
+"""Real lfw-subset shards and the tiny training config of these tests (the local Ray: tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-for _k, _v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}.items():
-    os.environ.setdefault(_k, _v)
-
 
 @pytest.fixture(scope="session")
-def ray_session():
-    import ray
-
-    from senet_dist.train.session import QUIET_ENV
-
-    started = not ray.is_initialized()
-    if started:
-        # 2 training workers + headroom for Ray Train's controller; logical CPUs, the box has 2 cores.
-        ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": dict(QUIET_ENV)})
-    yield ray
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def lfw_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def lfw_version(lfw_shards_factory) -> Path:
     """lfw-subset (200 real 25x25 images, 2 classes) as small shards: 8 train shards, 1 val, 1 test."""
-    from senet_dist.data import ShardConfig, fetch_dataset, shard_dataset
+    from senet_dist.data import DatasetInfo
 
-    root = tmp_path_factory.mktemp("lfw")
-    src = fetch_dataset("lfw-subset", root / "src", num_procs=1)
-    cfg = ShardConfig(max_count=20, resize_shorter=None, image_format="png", progress=False, num_procs=1)
-    result = shard_dataset(src, root / "shards", cfg)
-    assert len(result.shards["train"]) >= 4
-    return result.version_dir
+    version = lfw_shards_factory(None)  # max_count=20, no resize, PNG
+    assert len(DatasetInfo.load(version).shards["train"]) >= 4
+    return version
 
 
 @pytest.fixture(scope="session")
