@@ -48,6 +48,17 @@ def create_model(name: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module
     return _REGISTRY[name](num_classes=num_classes, **kwargs)
 
 
+_NOT_VARIANTS = frozenset({"registry", "se", "table"})
+
+
 def _load_variants() -> None:
-    """Import the variant modules so their ``@register_model`` decorators run."""
-    from senet_dist.models import variants  # noqa: F401  (import for side effect)
+    """Import every module of the models package so their ``@register_model`` decorators run: adding a model is
+    one decorated function, in an existing module or a new one, with no list of modules to keep in step."""
+    import importlib
+    import pkgutil
+
+    import senet_dist.models as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if not module.name.startswith("_") and module.name not in _NOT_VARIANTS:
+            importlib.import_module(f"{package.__name__}.{module.name}")
