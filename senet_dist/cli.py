@@ -1,4 +1,6 @@
-"""``senet-dist`` command line: thin wrappers over the library (imports are lazy so ``--help`` is instant)."""
+"""``senet-dist`` command line: thin wrappers over the library (heavy imports are lazy so ``--help`` is quick).
+
+Option defaults come from the config schema (``ShardConfig``, ``PipelineConfig``), never from literals here."""
 
 from __future__ import annotations
 
@@ -7,6 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+
+from senet_dist.data.config import ShardConfig
+
+_SHARD = ShardConfig()  # the defaults `senet-dist shard` shows and uses
 
 app = typer.Typer(help="Train Squeeze-and-Excitation classifiers: shard -> Ray Train DDP -> evaluate -> Arrow tables.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -83,21 +89,25 @@ def datasets_fetch(
 def shard(
     src: Annotated[Path, typer.Argument(help="ImageFolder root (one folder per class; or train/ + test/ of class folders)")],
     out: Annotated[Path, typer.Argument(help="Shards root; each dataset version gets its own directory")],
-    val: Annotated[float, typer.Option(help="Validation fraction")] = 0.1,
-    test: Annotated[float, typer.Option(help="Test fraction")] = 0.1,
-    seed: Annotated[int, typer.Option(help="Split seed")] = 0,
-    split_mode: Annotated[str, typer.Option(help="auto (honour train/ test/ folders), random or predefined")] = "auto",
-    resize_shorter: Annotated[Optional[int], typer.Option(help="Store images with this shorter side; 0 keeps originals")] = 256,
-    image_format: Annotated[str, typer.Option("--format", help="Stored format: jpg (GPU-decodable) or png")] = "jpg",
-    quality: Annotated[int, typer.Option(help="JPEG quality when re-encoding")] = 90,
-    max_count: Annotated[int, typer.Option(help="Max samples per shard")] = 10_000,
-    max_mb: Annotated[float, typer.Option(help="Max MiB per shard")] = 256.0,
-    max_pixels: Annotated[int, typer.Option(help="Quarantine images with more pixels (decompression bombs)")] = 64_000_000,
+    val: Annotated[float, typer.Option(help="Validation fraction")] = _SHARD.fractions[1],
+    test: Annotated[float, typer.Option(help="Test fraction")] = _SHARD.fractions[2],
+    seed: Annotated[int, typer.Option(help="Split seed")] = _SHARD.seed,
+    split_mode: Annotated[str, typer.Option(help="auto (honour train/ test/ folders), random or predefined")] = (
+        _SHARD.split_mode),
+    resize_shorter: Annotated[Optional[int], typer.Option(help="Store images with this shorter side; 0 keeps originals")] = (
+        _SHARD.resize_shorter),
+    image_format: Annotated[str, typer.Option("--format", help="Stored format: jpg (GPU-decodable) or png")] = (
+        _SHARD.image_format),
+    quality: Annotated[int, typer.Option(help="JPEG quality when re-encoding")] = _SHARD.jpeg_quality,
+    max_count: Annotated[int, typer.Option(help="Max samples per shard")] = _SHARD.max_count,
+    max_mb: Annotated[float, typer.Option(help="Max MiB per shard")] = _SHARD.max_bytes / 1024**2,
+    max_pixels: Annotated[int, typer.Option(help="Quarantine images with more pixels (decompression bombs)")] = (
+        _SHARD.max_pixels),
     procs: Annotated[Optional[int], typer.Option(help="Encoding processes (default: CPU count, max 8)")] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar")] = _SHARD.progress,
 ) -> None:
     """Shard an ImageFolder into WebDataset tars + a Parquet manifest (no-op when the data is unchanged)."""
-    from senet_dist.data import ShardConfig, shard_dataset
+    from senet_dist.data import shard_dataset
 
     try:
         cfg = ShardConfig.parse({
@@ -152,6 +162,21 @@ def evaluate(
         _fail(exc)
 
 
+@app.command("config")
+def show_config(
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override, e.g. --set data=fashion-mnist --set train.epochs=3")] = None,
+) -> None:
+    """Print the pipeline config (every default, with overrides applied) as YAML: what `run` and the flow use."""
+    from senet_dist.pipeline import PipelineConfig
+
+    try:
+        cfg = PipelineConfig().with_overrides(set_ or [])
+    except ValueError as exc:
+        _fail(exc)
+    typer.echo(cfg.to_yaml().rstrip())
+
+
 @app.command()
 def report(
     artifacts: Annotated[Optional[str], typer.Option(
@@ -173,11 +198,11 @@ def report(
 @app.command()
 def run(
     data: Annotated[Optional[str], typer.Option(
-        help="ImageFolder path or built-in dataset (NAME or NAME:PER_CLASS) [default: lfw-subset]")] = None,
-    variant: Annotated[Optional[list[str]], typer.Option(help="Model variant (repeatable) [default: the flow's]")] = None,
-    shards: Annotated[Optional[str], typer.Option(help="Shards root [default: data/shards]")] = None,
+        help="ImageFolder path or built-in dataset (NAME or NAME:PER_CLASS)")] = None,
+    variant: Annotated[Optional[list[str]], typer.Option(help="Model variant (repeatable)")] = None,
+    shards: Annotated[Optional[str], typer.Option(help="Shards root")] = None,
     artifacts: Annotated[Optional[str], typer.Option(
-        help="Artifacts root (local dir or s3:// URI) [default: $SENET_ARTIFACTS, else ./artifacts]")] = None,
+        help="Artifacts root (local dir or s3:// URI); $SENET_ARTIFACTS when unset")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="TrainConfig override key=value")] = None,
     force: Annotated[bool, typer.Option(help="Retrain even when nothing changed")] = False,
     concurrent: Annotated[Optional[bool], typer.Option(
@@ -186,7 +211,7 @@ def run(
 ) -> None:
     """Run the train-senet flow in this process (Prefect starts a temporary server unless PREFECT_API_URL is set).
 
-    Unset options take the defaults of the pipeline config (senet_dist.pipeline.PipelineConfig), as the flow does."""
+    Unset options take the pipeline config's defaults, as the flow does: `senet-dist config` prints them."""
     from senet_dist.pipeline import PipelineConfig
     from senet_dist.schema import parse_overrides
 

@@ -9,7 +9,7 @@ from senet_dist.cli import app
 
 runner = CliRunner()
 COMMANDS = [[], ["models"], ["datasets"], ["datasets", "list"], ["datasets", "fetch"], ["shard"], ["train"],
-            ["evaluate"], ["report"], ["run"]]
+            ["evaluate"], ["report"], ["run"], ["config"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
@@ -68,3 +68,27 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path):
 def test_run_offers_concurrent_and_sequential_variants():
     result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
     assert "--concurrent" in result.output and "--sequential" in result.output
+
+
+def test_config_prints_the_schema_defaults_with_overrides():
+    import yaml
+
+    from senet_dist.pipeline import PipelineConfig
+
+    result = runner.invoke(app, ["config", "--set", "train.epochs=3", "--set", "shard.max_count=32"])
+    assert result.exit_code == 0, result.output
+    shown = PipelineConfig.parse(yaml.safe_load(result.output))
+    assert shown == PipelineConfig().with_overrides({"train.epochs": 3, "shard.max_count": 32})
+    bad = runner.invoke(app, ["config", "--set", "train.epoch=3"])
+    assert bad.exit_code == 2 and "unknown key 'train.epoch'" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_shard_option_defaults_are_the_schemas():
+    from senet_dist.data import ShardConfig
+
+    defaults = ShardConfig()
+    helped = runner.invoke(app, ["shard", "--help"], env={"COLUMNS": "250"})
+    for shown in (f"[default: {defaults.max_count}]", f"[default: {defaults.jpeg_quality}]",
+                  f"[default: {defaults.fractions[1]}]"):
+        assert shown in helped.output

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from .images import EncodeConfig, process_image
     from .loader import Loader, LoaderConfig, LoaderOptions, make_loader
     from .manifest import DatasetInfo, latest_version, list_versions, resolve_version
-    from .shard import ShardConfig, ShardResult, fingerprint_source, shard_dataset
+    from .config import ShardConfig
+    from .shard import ShardResult, fingerprint_source, shard_dataset
     from .source import DatasetError
     from .stream import ShardReadError
 
@@ -23,7 +24,7 @@ _WHERE = {
     "EncodeConfig": "images", "process_image": "images",
     "Loader": "loader", "LoaderConfig": "loader", "LoaderOptions": "loader", "make_loader": "loader",
     "DatasetInfo": "manifest", "latest_version": "manifest", "list_versions": "manifest", "resolve_version": "manifest",
-    "ShardConfig": "shard", "ShardResult": "shard", "fingerprint_source": "shard", "shard_dataset": "shard",
+    "ShardConfig": "config", "ShardResult": "shard", "fingerprint_source": "shard", "shard_dataset": "shard",
     "DatasetError": "source",
     "ShardReadError": "stream",
 }
