@@ -11,9 +11,9 @@ because wall-clock rates are noisy on a shared 2-core machine.
 from __future__ import annotations
 
 import argparse
-import resource
 import os
 import platform
+import resource
 import tempfile
 import time
 from dataclasses import replace

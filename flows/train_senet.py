@@ -22,8 +22,14 @@ from prefect.states import Completed, Failed, State
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.data import ShardResult
 from senet_dist.errors import is_retryable
-from senet_dist.pipeline import PipelineConfig, VariantSummary, prepare_dataset, run_id_for, train_variant
-from senet_dist.pipeline import variants_to_train
+from senet_dist.pipeline import (
+    PipelineConfig,
+    VariantSummary,
+    prepare_dataset,
+    run_id_for,
+    train_variant,
+    variants_to_train,
+)
 from senet_dist.train import RaySession
 
 

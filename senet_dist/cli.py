@@ -5,7 +5,7 @@ Option defaults come from the config schema (``ShardConfig``, ``PipelineConfig``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -30,8 +30,8 @@ def _fail(exc: Exception) -> None:
 
 @app.command()
 def models(
-    names: Annotated[Optional[list[str]], typer.Argument(help="Model names (default: all registered).")] = None,
-    image_size: Annotated[Optional[int], typer.Option(help="Input size for GFLOPs (default 224; 32 for CIFAR nets)")] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="Model names (default: all registered).")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Input size for GFLOPs (default 224; 32 for CIFAR nets)")] = None,
 ) -> None:
     """List registered models with parameter counts and GFLOPs."""
     from rich.table import Table
@@ -73,7 +73,7 @@ def _dataset_names() -> str:
 def datasets_fetch(
     name: Annotated[str, typer.Argument(help=_dataset_names())],
     dest: Annotated[Path, typer.Argument(help="Directory to write the ImageFolder tree into")],
-    limit_per_class: Annotated[Optional[int], typer.Option(help="Keep at most N images per class and split")] = None,
+    limit_per_class: Annotated[int | None, typer.Option(help="Keep at most N images per class and split")] = None,
 ) -> None:
     """Materialise an offline dataset as an ImageFolder tree."""
     from senet_dist.data import fetch_dataset
@@ -94,7 +94,7 @@ def shard(
     seed: Annotated[int, typer.Option(help="Split seed")] = _SHARD.seed,
     split_mode: Annotated[str, typer.Option(help="auto (honour train/ test/ folders), random or predefined")] = (
         _SHARD.split_mode),
-    resize_shorter: Annotated[Optional[int], typer.Option(help="Store images with this shorter side; 0 keeps originals")] = (
+    resize_shorter: Annotated[int | None, typer.Option(help="Store images with this shorter side; 0 keeps originals")] = (
         _SHARD.resize_shorter),
     image_format: Annotated[str, typer.Option("--format", help="Stored format: jpg (GPU-decodable) or png")] = (
         _SHARD.image_format),
@@ -103,7 +103,7 @@ def shard(
     max_mb: Annotated[float, typer.Option(help="Max MiB per shard")] = _SHARD.max_bytes / 1024**2,
     max_pixels: Annotated[int, typer.Option(help="Quarantine images with more pixels (decompression bombs)")] = (
         _SHARD.max_pixels),
-    procs: Annotated[Optional[int], typer.Option(help="Encoding processes (default: CPU count, max 8)")] = None,
+    procs: Annotated[int | None, typer.Option(help="Encoding processes (default: CPU count, max 8)")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = _SHARD.progress,
 ) -> None:
     """Shard an ImageFolder into WebDataset tars + a Parquet manifest (no-op when the data is unchanged)."""
@@ -127,10 +127,10 @@ def shard(
 def train(
     model: Annotated[str, typer.Option(help="Registered model name (see `senet-dist models`)")],
     data: Annotated[Path, typer.Option(help="Shards root or dataset version directory")],
-    config: Annotated[Optional[Path], typer.Option(help="YAML/JSON TrainConfig file")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override, e.g. --set epochs=5 --set lr=0.1")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON TrainConfig file")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. --set epochs=5 --set lr=0.1")] = None,
     storage: Annotated[str, typer.Option(help="Ray Train storage path (local dir or s3:// URI)")] = "runs",
-    name: Annotated[Optional[str], typer.Option(help="Run name; reusing one resumes it")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name; reusing one resumes it")] = None,
 ) -> None:
     """Train one model with Ray Train DDP and print per-epoch metrics."""
     from senet_dist.errors import TrainingError
@@ -151,7 +151,7 @@ def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (contains checkpoint.pt)")],
     data: Annotated[Path, typer.Option(help="Shards root or dataset version directory")],
     split: Annotated[str, typer.Option(help="Split to evaluate")] = "test",
-    out: Annotated[Optional[Path], typer.Option(help="Write report.json and PNG plots here")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write report.json and PNG plots here")] = None,
 ) -> None:
     """Evaluate a checkpoint: accuracy, per-class P/R/F1, confusion matrix, latency."""
     from senet_dist.train.commands import evaluate_command
@@ -164,7 +164,7 @@ def evaluate(
 
 @app.command("config")
 def show_config(
-    set_: Annotated[Optional[list[str]], typer.Option(
+    set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override, e.g. --set data=fashion-mnist --set train.epochs=3")] = None,
 ) -> None:
     """Print the pipeline config (every default, with overrides applied) as YAML: what `run` and the flow use."""
@@ -179,9 +179,9 @@ def show_config(
 
 @app.command()
 def report(
-    artifacts: Annotated[Optional[str], typer.Option(
+    artifacts: Annotated[str | None, typer.Option(
         help="Artifacts root (local dir or s3:// URI) [default: $SENET_ARTIFACTS, else ./artifacts]")] = None,
-    png: Annotated[Optional[str], typer.Option(help="Write a comparison bar chart here (path or s3:// URI)")] = None,
+    png: Annotated[str | None, typer.Option(help="Write a comparison bar chart here (path or s3:// URI)")] = None,
 ) -> None:
     """Print the leaderboard from the Arrow tables (and optionally a comparison PNG)."""
     from senet_dist.artifacts import ArtifactStore
@@ -197,15 +197,15 @@ def report(
 
 @app.command()
 def run(
-    data: Annotated[Optional[str], typer.Option(
+    data: Annotated[str | None, typer.Option(
         help="ImageFolder path or built-in dataset (NAME or NAME:PER_CLASS)")] = None,
-    variant: Annotated[Optional[list[str]], typer.Option(help="Model variant (repeatable)")] = None,
-    shards: Annotated[Optional[str], typer.Option(help="Shards root")] = None,
-    artifacts: Annotated[Optional[str], typer.Option(
+    variant: Annotated[list[str] | None, typer.Option(help="Model variant (repeatable)")] = None,
+    shards: Annotated[str | None, typer.Option(help="Shards root")] = None,
+    artifacts: Annotated[str | None, typer.Option(
         help="Artifacts root (local dir or s3:// URI); $SENET_ARTIFACTS when unset")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="TrainConfig override key=value")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="TrainConfig override key=value")] = None,
     force: Annotated[bool, typer.Option(help="Retrain even when nothing changed")] = False,
-    concurrent: Annotated[Optional[bool], typer.Option(
+    concurrent: Annotated[bool | None, typer.Option(
         "--concurrent/--sequential", help="Train variants side by side or one after another "
         "[default: side by side when the Ray cluster holds all their workers]")] = None,
 ) -> None:

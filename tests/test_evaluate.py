@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from senet_dist.evaluate import classification_metrics, confusion_matrix
-from senet_dist.train.results import EpochMetrics
 from senet_dist.plots import plot_confusion_matrix, plot_curves
+from senet_dist.train.results import EpochMetrics
 
 
 def test_confusion_matrix_counts_pairs() -> None:

@@ -10,11 +10,11 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .config import ShardConfig
     from .datasets import DatasetSpec, dataset_specs, fetch_dataset, list_datasets
     from .images import EncodeConfig, process_image
     from .loader import Loader, LoaderConfig, LoaderOptions, make_loader
     from .manifest import DatasetInfo, latest_version, list_versions, resolve_version
-    from .config import ShardConfig
     from .shard import ShardResult, fingerprint_source, shard_dataset
     from .source import DatasetError
     from .stream import ShardReadError

@@ -12,7 +12,8 @@ import math
 import os
 import sys
 import threading
-from typing import Any, ClassVar, Iterator, Literal
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -25,8 +26,17 @@ from .gpu_decode import decode_batch
 from .manifest import DatasetInfo
 from .source import SPLITS, DatasetError
 from .stream import ShardStream, Slot, eval_slot_size
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecoder, Normalizer, build_transform
-from .transforms import bytes_collate, eval_resize, raw_bytes, uint8_collate
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageDecoder,
+    Normalizer,
+    build_transform,
+    bytes_collate,
+    eval_resize,
+    raw_bytes,
+    uint8_collate,
+)
 
 
 class LoaderOptions(Section):

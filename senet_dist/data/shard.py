@@ -13,15 +13,16 @@ import random
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import repeat
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-
+from .config import ShardConfig
 from .fingerprint import compute_fingerprint, hash_files, save_hash_cache
 from .images import Encoded, Rejected, process_image
 from .manifest import (
@@ -35,7 +36,6 @@ from .manifest import (
     write_table,
 )
 from .source import SPLITS, DatasetError, SourceFile, SourceTree, scan_source
-from .config import ShardConfig
 from .split import assign_splits
 from .writer import RotatingShardWriter
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from senet_dist.errors import PermanentError
-
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from senet_dist.errors import PermanentError
 
 from .images import IMAGE_EXTS
 

@@ -9,19 +9,19 @@ Training streams cycle forever and are cut at an exact batch count; evaluation s
 
 from __future__ import annotations
 
-from senet_dist.errors import PermanentError
-
-import io
 import math
 import random
 import tarfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import count
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
+
+from senet_dist.errors import PermanentError
 
 IMAGE_KEYS = ("jpg", "png", "jpeg")
 

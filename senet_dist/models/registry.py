@@ -6,7 +6,8 @@ Variants register a factory ``fn(num_classes=..., **kw) -> nn.Module``; callers 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 

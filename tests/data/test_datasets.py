@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from senet_dist.data import (DatasetError, DatasetInfo, LoaderConfig, ShardConfig, dataset_specs, fetch_dataset,
-                             list_datasets, make_loader, shard_dataset)
+from senet_dist.data import (
+    DatasetError,
+    DatasetInfo,
+    LoaderConfig,
+    ShardConfig,
+    dataset_specs,
+    fetch_dataset,
+    list_datasets,
+    make_loader,
+    shard_dataset,
+)
 from senet_dist.data.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_idx
 
 needs_fmnist = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="apt-get install dataset-fashion-mnist")

@@ -14,7 +14,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.docker._compose import DOCKER, REPO
+from tests.docker._compose import DOCKER
 from tests.helpers import free_port
 
 ENTRYPOINT = DOCKER / "entrypoint.sh"

@@ -10,6 +10,7 @@ from PIL import Image
 
 from flows.train_senet import train_senet
 from senet_dist.artifacts import ArtifactStore
+
 pytestmark = [pytest.mark.ray, pytest.mark.prefect, pytest.mark.timeout(900)]
 
 

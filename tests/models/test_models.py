@@ -27,13 +27,13 @@ LIGHT_KW: dict[str, dict] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(name: str) -> nn.Module:
     torch.manual_seed(0)
     return create_model(name, num_classes=NUM_CLASSES).eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _light_model(name: str) -> nn.Module:
     if name not in LIGHT_KW:
         return _model(name)

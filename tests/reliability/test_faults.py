@@ -19,9 +19,9 @@ import pytest
 
 from senet_dist.artifacts import ArtifactStore, ArtifactStoreError
 from senet_dist.pipeline import PipelineConfig, train_variant
-from senet_dist.train.faults import FAULT_ENV, FaultPlan
 from senet_dist.train import fit
 from senet_dist.train.checkpoint import CHECKPOINT_FILE, META_FILE, read_meta
+from senet_dist.train.faults import FAULT_ENV, FaultPlan
 from tests.helpers import PYTHON
 
 from .conftest import tiny_train, train_config

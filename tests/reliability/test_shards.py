@@ -17,8 +17,8 @@ import pytest
 
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.data import DatasetInfo
-from senet_dist.pipeline import PipelineConfig, train_variant
 from senet_dist.errors import TrainingError, is_retryable
+from senet_dist.pipeline import PipelineConfig, train_variant
 from senet_dist.train import fit
 from tests.helpers import shard
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from senet_dist.train import fit
-from senet_dist.train.faults import FAULT_ENV, FaultPlan
 from senet_dist.train.checkpoint import CHECKPOINT_FILE, read_meta
+from senet_dist.train.faults import FAULT_ENV, FaultPlan
 
 pytestmark = pytest.mark.ray
 
