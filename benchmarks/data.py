@@ -68,16 +68,26 @@ def _tv_loader(path: str):
 
 
 def imagefolder(src: Path, args: argparse.Namespace, tv_decode: bool):
-    ops = [v2.ToImage(), v2.RandomResizedCrop(224, antialias=True), v2.RandomHorizontalFlip(),
-           v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    ops = [
+        v2.ToImage(),
+        v2.RandomResizedCrop(224, antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ]
     ds = datasets.ImageFolder(str(src), transform=v2.Compose(ops), **({"loader": _tv_loader} if tv_decode else {}))
     return lambda: DataLoader(ds, batch_size=args.batch, shuffle=True, num_workers=args.workers, drop_last=True)
 
 
 def shard_rate(src: Path, out: Path, resize: int | None) -> tuple[float, Path]:
     start = time.perf_counter()
-    res = shard_dataset(src, out, ShardConfig(resize_shorter=resize, fractions=(0.98, 0.01, 0.01), progress=False,
-                                              max_count=200, num_procs=os.cpu_count()))
+    res = shard_dataset(
+        src,
+        out,
+        ShardConfig(
+            resize_shorter=resize, fractions=(0.98, 0.01, 0.01), progress=False, max_count=200, num_procs=os.cpu_count()
+        ),
+    )
     return sum(res.counts.values()) / (time.perf_counter() - start), res.version_dir
 
 
@@ -113,15 +123,16 @@ def main() -> None:
                 if name not in best or rate > best[name][0]:
                     best[name] = (rate, cpu_ms)
     base = best[BASELINE]
-    print(f"# {date.today()} {platform.node()} {os.cpu_count()} CPUs, torch {torch.__version__}; {args.images} JPEGs "
-          f"{args.size[0]}x{args.size[1]}, batch {args.batch}, num_workers {args.workers}, {args.epochs} epochs")
+    print(
+        f"# {date.today()} {platform.node()} {os.cpu_count()} CPUs, torch {torch.__version__}; {args.images} JPEGs "
+        f"{args.size[0]}x{args.size[1]}, batch {args.batch}, num_workers {args.workers}, {args.epochs} epochs"
+    )
     print(f"| {'measurement':<44} | {'img/s':>7} | {'vs ImageFolder':>14} | {'CPU ms/img':>10} | {'CPU vs IF':>9} |")
     print(f"|{'-' * 46}|{'-' * 9}|{'-' * 16}|{'-' * 12}|{'-' * 11}|")
     for name, rate in rows:
         print(f"| {name:<44} | {rate:>7.0f} | {'':>14} | {'':>10} | {'':>9} |")
     for name, (rate, cpu_ms) in best.items():
-        print(f"| {name:<44} | {rate:>7.0f} | {rate / base[0]:>13.2f}x | {cpu_ms:>10.2f} | "
-              f"{base[1] / cpu_ms:>8.2f}x |")
+        print(f"| {name:<44} | {rate:>7.0f} | {rate / base[0]:>13.2f}x | {cpu_ms:>10.2f} | {base[1] / cpu_ms:>8.2f}x |")
 
 
 if __name__ == "__main__":

@@ -50,8 +50,12 @@ def make_data(args: argparse.Namespace, tmp: Path) -> Path:
     from data import make_photos  # benchmarks/data.py
 
     make_photos(tmp / "photos", args.images, (500, 375))
-    cfg = ShardConfig(resize_shorter=args.resize or None, fractions=(0.98, 0.01, 0.01), progress=False,
-                      max_count=max(8, args.images // (4 * max(1, args.loader_workers))))
+    cfg = ShardConfig(
+        resize_shorter=args.resize or None,
+        fractions=(0.98, 0.01, 0.01),
+        progress=False,
+        max_count=max(8, args.images // (4 * max(1, args.loader_workers))),
+    )
     return shard_dataset(tmp / "photos", tmp / "shards", cfg).version_dir
 
 
@@ -85,9 +89,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="senet-e2e-") as tmp:
         version_dir = Path(args.data) if args.data else make_data(args, Path(tmp))
         total = args.warmup + args.steps
-        lcfg = LoaderConfig(batch_size=batch, image_size=size, num_workers=args.loader_workers,
-                            gpu_decode=args.gpu_decode, steps_per_epoch=total, persistent_workers=False,
-                            prefetch_factor=args.prefetch, pin_memory=gpu, device=str(device) if gpu else None)
+        lcfg = LoaderConfig(
+            batch_size=batch,
+            image_size=size,
+            num_workers=args.loader_workers,
+            gpu_decode=args.gpu_decode,
+            steps_per_epoch=total,
+            persistent_workers=False,
+            prefetch_factor=args.prefetch,
+            pin_memory=gpu,
+            device=str(device) if gpu else None,
+        )
         cfg = TrainConfig(model=args.model, compile=args.compile, num_workers=1, batch_size=batch, use_gpu=gpu)
         torch.manual_seed(0)
         comp = build_components(cfg, 1000, device, steps_per_epoch=total * args.repeats * 2)
@@ -96,16 +108,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         y = torch.randint(0, 1000, (batch,), device=device)
         rates: dict[str, list[float]] = {"synthetic (tensor on device)": [], "shards (loader)": []}
         for rep in range(args.repeats):  # interleaved
-            rates["synthetic (tensor on device)"].append(run(comp, iter(lambda: (x, y), None), device,
-                                                             args.steps, args.warmup))
+            rates["synthetic (tensor on device)"].append(
+                run(comp, iter(lambda: (x, y), None), device, args.steps, args.warmup)
+            )
             loader = make_loader(version_dir, "train", lcfg, epoch=rep)
             rates["shards (loader)"].append(run(comp, loader, device, args.steps, args.warmup))
     best = {k: max(v) for k, v in rates.items()}
     dev_name = torch.cuda.get_device_name(device) if gpu else f"cpu ({os.cpu_count()} cores)"
-    print(f"\n# {time.strftime('%Y-%m-%d')} {dev_name}, torch {torch.__version__}; {args.model}, batch {batch}, "
-          f"{size} px, {comp.opts.amp.precision}, channels_last={comp.opts.channels_last}, compile={args.compile}; "
-          f"loader_workers={args.loader_workers}, gpu_decode={args.gpu_decode}, prefetch={args.prefetch}, "
-          f"shards resize_shorter={args.resize or 'originals'}; best of {args.repeats} x {args.steps} steps")
+    print(
+        f"\n# {time.strftime('%Y-%m-%d')} {dev_name}, torch {torch.__version__}; {args.model}, batch {batch}, "
+        f"{size} px, {comp.opts.amp.precision}, channels_last={comp.opts.channels_last}, compile={args.compile}; "
+        f"loader_workers={args.loader_workers}, gpu_decode={args.gpu_decode}, prefetch={args.prefetch}, "
+        f"shards resize_shorter={args.resize or 'originals'}; best of {args.repeats} x {args.steps} steps"
+    )
     print("| input | img/s | vs synthetic |\n|---|---|---|")
     for k, v in best.items():
         print(f"| {k} | {v:,.1f} | {v / best['synthetic (tensor on device)']:.1%} |")

@@ -54,9 +54,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def bench_one(name: str, core: nn.Module | None, args: argparse.Namespace, device: torch.device) -> Row:
     cl = {"auto": "auto", "true": True, "false": False}[args.channels_last]
-    cfg = TrainConfig(model="se_resnet18" if core is not None else name, precision=args.precision,
-                      channels_last=cl, compile=args.compile, num_workers=1, batch_size=args.batch_size,
-                      use_gpu=device.type == "cuda")
+    cfg = TrainConfig(
+        model="se_resnet18" if core is not None else name,
+        precision=args.precision,
+        channels_last=cl,
+        compile=args.compile,
+        num_workers=1,
+        batch_size=args.batch_size,
+        use_gpu=device.type == "cuda",
+    )
     comp = build_components(cfg, args.num_classes, device, steps_per_epoch=args.steps + args.warmup, core=core)
     images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
     if comp.opts.channels_last:
@@ -73,9 +79,17 @@ def bench_one(name: str, core: nn.Module | None, args: argparse.Namespace, devic
     if not torch.isfinite(loss):
         raise RuntimeError(f"{name}: non-finite loss {loss.item()}")
     seconds = time.perf_counter() - start
-    return Row(name, comp.num_params / 1e6, args.batch_size, args.image_size, comp.opts.amp.precision,
-               comp.opts.channels_last, args.compile, args.batch_size * args.steps / seconds,
-               1000 * seconds / args.steps)
+    return Row(
+        name,
+        comp.num_params / 1e6,
+        args.batch_size,
+        args.image_size,
+        comp.opts.amp.precision,
+        comp.opts.channels_last,
+        args.compile,
+        args.batch_size * args.steps / seconds,
+        1000 * seconds / args.steps,
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -89,8 +103,10 @@ def print_table(rows: list[Row], device: torch.device) -> None:
     print("| model | params (M) | batch | px | precision | channels_last | compile | img/s | ms/step |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r.model} | {r.params_m:.1f} | {r.batch} | {r.image} | {r.precision} | {r.channels_last} | "
-              f"{r.compiled} | {r.img_per_s:,.0f} | {r.step_ms:.1f} |")
+        print(
+            f"| {r.model} | {r.params_m:.1f} | {r.batch} | {r.image} | {r.precision} | {r.channels_last} | "
+            f"{r.compiled} | {r.img_per_s:,.0f} | {r.step_ms:.1f} |"
+        )
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
@@ -110,8 +126,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
         except ImportError:
             print("timm not importable: skipping timm seresnet50")
         else:
-            rows.append(bench_one("timm seresnet50", timm.create_model("seresnet50", num_classes=args.num_classes),
-                                  args, device))
+            rows.append(
+                bench_one(
+                    "timm seresnet50", timm.create_model("seresnet50", num_classes=args.num_classes), args, device
+                )
+            )
     print_table(rows, device)
     return rows
 

@@ -70,9 +70,7 @@ def make_step(model: nn.Module, cfg: BenchConfig) -> Callable[[], None]:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(cfg.batch, 3, cfg.size, cfg.size, device=device).to(memory_format=fmt)
     y = torch.randint(0, cfg.num_classes, (cfg.batch,), device=device)
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp == "bf16" else contextlib.nullcontext()
-    )
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp == "bf16" else contextlib.nullcontext()
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)

@@ -33,8 +33,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-for _k, _v in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "RAY_AUTH_MODE": "disabled",
-               "RAY_USAGE_STATS_ENABLED": "0", "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
+for _k, _v in {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+}.items():
     os.environ.setdefault(_k, _v)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # flows/ is a top-level package of the repo
 
@@ -98,6 +102,7 @@ class Probes:
                 self.calls[label] += 1
                 if self._stack:
                     self._stack[-1][0] += elapsed
+
         return timed
 
     @contextmanager
@@ -145,10 +150,18 @@ def run_flow(mode: str, workdir: Path, per_class: int) -> dict[str, Any]:
     try:
         with probes.installed():
             start = time.perf_counter()
-            state = train_senet(data=f"lfw-subset:{per_class}", variants=VARIANTS, shards=str(workdir / "shards"),
-                                artifacts=str(workdir / "artifacts"), train={**TRAIN, **overrides},
-                                model_kwargs=MODEL_KWARGS, shard=SHARD, force=True, concurrent=concurrent,
-                                return_state=True)
+            state = train_senet(
+                data=f"lfw-subset:{per_class}",
+                variants=VARIANTS,
+                shards=str(workdir / "shards"),
+                artifacts=str(workdir / "artifacts"),
+                train={**TRAIN, **overrides},
+                model_kwargs=MODEL_KWARGS,
+                shard=SHARD,
+                force=True,
+                concurrent=concurrent,
+                return_state=True,
+            )
             wall = time.perf_counter() - start
     finally:
         for k, v in saved.items():
@@ -193,14 +206,18 @@ def ray_train_floor(workdir: Path) -> dict[str, float]:
     start = time.perf_counter()
     ray.init(include_dashboard=False, runtime_env={"env_vars": dict(QUIET_ENV)})  # no RAY_TRAIN_* settings yet
     out["ray.init (local, 2 CPUs)"] = time.perf_counter() - start
-    for label, imports, tuned in (("TorchTrainer.fit, no-op train func, Ray Train defaults", False, False),
-                                  ("TorchTrainer.fit, no-op train func, senet-dist settings", False, True),
-                                  ("TorchTrainer.fit, train func imports senet_dist.train.worker, senet-dist settings",
-                                   True, True)):
-        trainer = TorchTrainer(train_func, train_loop_config={"imports": imports},
-                               torch_config=TorchConfig(backend="gloo"), scaling_config=ScalingConfig(num_workers=2),
-                               run_config=RunConfig(name=f"noop-{imports}-{time.time_ns()}",
-                                                    storage_path=str(workdir / "ray")))
+    for label, imports, tuned in (
+        ("TorchTrainer.fit, no-op train func, Ray Train defaults", False, False),
+        ("TorchTrainer.fit, no-op train func, senet-dist settings", False, True),
+        ("TorchTrainer.fit, train func imports senet_dist.train.worker, senet-dist settings", True, True),
+    ):
+        trainer = TorchTrainer(
+            train_func,
+            train_loop_config={"imports": imports},
+            torch_config=TorchConfig(backend="gloo"),
+            scaling_config=ScalingConfig(num_workers=2),
+            run_config=RunConfig(name=f"noop-{imports}-{time.time_ns()}", storage_path=str(workdir / "ray")),
+        )
         start = time.perf_counter()
         tuned_env = {**RAY_TRAIN_ENV, **FIXED_SIZE_RAY_TRAIN_ENV} if tuned else {}
         with _env(tuned_env):
@@ -231,21 +248,29 @@ def _median(rows: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
-def print_tables(results: dict[str, list[dict[str, Any]]], server_start: list[float], per_class: int,
-                 floors: list[dict[str, float]]) -> None:
+def print_tables(
+    results: dict[str, list[dict[str, Any]]], server_start: list[float], per_class: int, floors: list[dict[str, float]]
+) -> None:
     n = len(VARIANTS)
-    print(f"\n# train-senet flow: {n} variants {VARIANTS} on lfw-subset:{per_class} (2 classes), {TRAIN} "
-          f"(modes: {', '.join(f'{m}: train {o or {}} concurrent={c}' for m, (_, o, c) in MODES.items() if m in results)}); "
-          f"{os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d')}; medians of {len(next(iter(results.values())))} run(s)")
+    modes = ", ".join(f"{m}: train {o or {}} concurrent={c}" for m, (_, o, c) in MODES.items() if m in results)
+    print(
+        f"\n# train-senet flow: {n} variants {VARIANTS} on lfw-subset:{per_class} (2 classes), {TRAIN} "
+        f"(modes: {modes}); "
+        f"{os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d')}; medians of {len(next(iter(results.values())))} run(s)"
+    )
     print(f"Prefect temporary server start (prefect_test_harness, once): {statistics.median(server_start):.1f} s\n")
-    print("| mode | flow wall s | sum runs.wall_seconds | sum epochs.epoch_seconds | overhead vs runs / variant |"
-          " overhead vs epochs / variant |")
+    print(
+        "| mode | flow wall s | sum runs.wall_seconds | sum epochs.epoch_seconds | overhead vs runs / variant |"
+        " overhead vs epochs / variant |"
+    )
     print("|---|---|---|---|---|---|")
     for mode, rows in results.items():
         wall, runs, ep = _median(rows, "flow_wall"), _median(rows, "runs_wall"), _median(rows, "epoch_seconds")
         print(f"| {mode} | {wall:.1f} | {runs:.1f} | {ep:.1f} | {(wall - runs) / n:.1f} | {(wall - ep) / n:.1f} |")
-    print("\nBreakdown of the flow wall time (driver-side, seconds, median; 'calls' from the first run; with "
-          "concurrent variants the steps' times add up across threads):")
+    print(
+        "\nBreakdown of the flow wall time (driver-side, seconds, median; 'calls' from the first run; with "
+        "concurrent variants the steps' times add up across threads):"
+    )
     labels = list(dict.fromkeys(label for label, _, _ in PROBES))
     modes = list(results)
     print("| step | " + " | ".join(modes) + " | calls |")
@@ -256,14 +281,18 @@ def print_tables(results: dict[str, list[dict[str, Any]]], server_start: list[fl
         print(f"| {label} | " + " | ".join(cells) + f" | {calls} |")
     derived = {
         "  of which in-worker epochs (train + val)": lambda r: r["epoch_seconds"],
-        "  of which Ray Train outside epochs (worker group, DDP, checkpoints)":
-            lambda r: r["seconds"].get("Ray Train TorchTrainer.fit", 0.0) - r["epoch_seconds"],
+        "  of which Ray Train outside epochs (worker group, DDP, checkpoints)": lambda r: (
+            r["seconds"].get("Ray Train TorchTrainer.fit", 0.0) - r["epoch_seconds"]
+        ),
         "Prefect + everything not probed": lambda r: r["flow_wall"] - sum(r["seconds"].values()),
     }
     for label, fn in derived.items():
-        cells = [f"{statistics.median(fn(r) for r in rows):.1f}"
-                 if not (label.startswith("Prefect") and any(r["concurrent"] for r in rows)) else "n/a (overlap)"
-                 for rows in results.values()]
+        cells = [
+            f"{statistics.median(fn(r) for r in rows):.1f}"
+            if not (label.startswith("Prefect") and any(r["concurrent"] for r in rows))
+            else "n/a (overlap)"
+            for rows in results.values()
+        ]
         print(f"| {label} | " + " | ".join(cells) + " | |")
     print(f"\nRay fixed costs without our training code (median of {len(floors)}):")
     print("| step | seconds |\n|---|---|")

@@ -32,10 +32,27 @@ def run_suite(marker: str, extra: list[str], log: Path | None = None) -> tuple[d
     """pytest tests/reliability -m MARKER; returns (figures, pytest outcome line, wall seconds, exit code)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "figures.json"
-        cmd = [sys.executable, "-m", "pytest", "tests/reliability", "-m", marker, "-q", "-p", "no:cacheprovider", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/reliability",
+            "-m",
+            marker,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *extra,
+        ]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "SENET_RELIABILITY_FIGURES": str(out)},
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            cmd,
+            cwd=REPO,
+            env={**os.environ, "SENET_RELIABILITY_FIGURES": str(out)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         wall = time.perf_counter() - t0
         if log is not None:
             log.write_text(proc.stdout + proc.stderr)
@@ -43,8 +60,10 @@ def run_suite(marker: str, extra: list[str], log: Path | None = None) -> tuple[d
             sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
             raise SystemExit(f"the suite wrote no figures (pytest exit code {proc.returncode})")
         figures = json.loads(out.read_text())
-    outcome = next((ln.strip("= ") for ln in reversed(proc.stdout.splitlines()) if re.search(r"\d+ (passed|failed)", ln)),
-                   f"exit code {proc.returncode}")
+    outcome = next(
+        (ln.strip("= ") for ln in reversed(proc.stdout.splitlines()) if re.search(r"\d+ (passed|failed)", ln)),
+        f"exit code {proc.returncode}",
+    )
     return figures, outcome, wall, proc.returncode
 
 
@@ -53,10 +72,19 @@ def render(figures: dict, outcome: str, wall: float, command: str) -> str:
     kinds = [f"| fault: {k} | {v} |" for k, v in figures["faults_by_kind"].items()]
     kinds += [f"| bad input: {k} | {v} |" for k, v in figures["bad_inputs_by_kind"].items()]
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return "\n".join([
-        f"Produced by `{command}` on {stamp} ({wall:.0f} s wall): pytest said `{outcome}`.", "",
-        "| figure | value |", "|---|---|", *rows, "", "| by kind | count |", "|---|---|", *kinds,
-    ])
+    return "\n".join(
+        [
+            f"Produced by `{command}` on {stamp} ({wall:.0f} s wall): pytest said `{outcome}`.",
+            "",
+            "| figure | value |",
+            "|---|---|",
+            *rows,
+            "",
+            "| by kind | count |",
+            "|---|---|",
+            *kinds,
+        ]
+    )
 
 
 def write_doc(doc: Path, block: str) -> None:

@@ -51,9 +51,16 @@ def default_data(workdir: Path) -> Path:
 def run_one(n: int, version_dir: Path, args: argparse.Namespace, storage: Path) -> dict:
     from senet_dist.train import TrainConfig, fit
 
-    overrides = {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "num_workers": n,
-                 "loader_workers": args.loader_workers, "max_steps_per_epoch": args.max_steps, "keep_best_n": 1,
-                 "max_failures": 0}
+    overrides = {
+        "model": args.model,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "num_workers": n,
+        "loader_workers": args.loader_workers,
+        "max_steps_per_epoch": args.max_steps,
+        "keep_best_n": 1,
+        "max_failures": 0,
+    }
     cfg = TrainConfig().with_overrides(overrides).with_overrides(args.sets)
     start = time.perf_counter()
     result = fit(args.model, version_dir, cfg, storage_path=storage, run_name=f"scaling-{n}w-{int(start)}")
@@ -72,14 +79,20 @@ def run_one(n: int, version_dir: Path, args: argparse.Namespace, storage: Path) 
 
 def print_table(rows: list[dict], args: argparse.Namespace, version_dir: Path) -> None:
     base = rows[0]["img_per_s"]
-    print(f"\n{args.model}, global batch {args.batch_size}, {args.epochs} epochs, data {version_dir}, "
-          f"{os.cpu_count()} CPU cores")
-    print("| Ray workers | batch/worker | steps/epoch | train img/s | speed-up | epoch s | wall s (incl. Ray start) |"
-          " final val acc |")
+    print(
+        f"\n{args.model}, global batch {args.batch_size}, {args.epochs} epochs, data {version_dir}, "
+        f"{os.cpu_count()} CPU cores"
+    )
+    print(
+        "| Ray workers | batch/worker | steps/epoch | train img/s | speed-up | epoch s | wall s (incl. Ray start) |"
+        " final val acc |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['workers']} | {r['per_worker_batch']} | {r['steps']} | {r['img_per_s']:.0f} | "
-              f"{r['img_per_s'] / base:.2f}x | {r['epoch_s']:.1f} | {r['wall_s']:.1f} | {r['val_acc']:.3f} |")
+        print(
+            f"| {r['workers']} | {r['per_worker_batch']} | {r['steps']} | {r['img_per_s']:.0f} | "
+            f"{r['img_per_s'] / base:.2f}x | {r['epoch_s']:.1f} | {r['wall_s']:.1f} | {r['val_acc']:.3f} |"
+        )
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

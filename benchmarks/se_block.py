@@ -35,7 +35,9 @@ def _gate_conv(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Te
     return F.conv2d(F.relu(F.conv2d(s, w1, b1), inplace=True), w2, b2).sigmoid()
 
 
-def _gate_linear(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+def _gate_linear(
+    x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor
+) -> torch.Tensor:
     """Same maths on the flattened (N, C) vector: two addmm instead of two convolutions on 1x1 maps."""
     s = x.mean((2, 3))
     g = F.linear(F.relu(F.linear(s, w1.flatten(1), b1), inplace=True), w2.flatten(1), b2).sigmoid()
@@ -88,17 +90,30 @@ def timed(fn: Callable[[], Any], iters: int) -> tuple[float, float]:
     return 1000 * (time.thread_time() - c0) / iters, 1000 * (time.perf_counter() - w0) / iters
 
 
-def _tail_step(gate_fn: Callable[..., torch.Tensor], combine: Callable[..., torch.Tensor], x: torch.Tensor,
-               sc: torch.Tensor, ws: list[torch.Tensor], grad: torch.Tensor) -> None:
+def _tail_step(
+    gate_fn: Callable[..., torch.Tensor],
+    combine: Callable[..., torch.Tensor],
+    x: torch.Tensor,
+    sc: torch.Tensor,
+    ws: list[torch.Tensor],
+    grad: torch.Tensor,
+) -> None:
     y = x * 1.0  # the SE input is a non-leaf, as in the network
     combine(y, gate_fn(y, *ws), sc * 1.0).relu_().backward(grad)
 
 
 def se_table(batch: int, size: int, repeats: int, iters: int) -> None:
     stages = [(256, size // 4), (512, size // 8), (1024, size // 16), (2048, size // 32)]
-    print(f"\n## 1. SE + residual add + ReLU (block tail) fwd+bwd, batch {batch}, se_resnet50 stage shapes at {size} px input "
-          f"(median of {repeats} x {iters} calls; thread CPU ms, wall ms)")
-    print("| formulation | layout | " + " | ".join(f"C={c} {max(h, 1)}x{max(h, 1)}" for c, h in stages) + " | sum CPU ms |")
+    print(
+        f"\n## 1. SE + residual add + ReLU (block tail) fwd+bwd, batch {batch}, "
+        f"se_resnet50 stage shapes at {size} px input "
+        f"(median of {repeats} x {iters} calls; thread CPU ms, wall ms)"
+    )
+    print(
+        "| formulation | layout | "
+        + " | ".join(f"C={c} {max(h, 1)}x{max(h, 1)}" for c, h in stages)
+        + " | sum CPU ms |"
+    )
     print("|---|---|" + "---|" * len(stages) + "---|")
     for fmt_name, fmt in (("channels_last", torch.channels_last), ("contiguous", torch.contiguous_format)):
         for name, (gate_fn, combine) in SE_VARIANTS.items():
@@ -107,10 +122,12 @@ def se_table(batch: int, size: int, repeats: int, iters: int) -> None:
                 h = max(h, 1)
                 d = DEVICE
                 x = torch.randn(batch, c, h, h, device=d).contiguous(memory_format=fmt).requires_grad_()
-                ws = [torch.randn(c // 16, c, 1, 1, device=d, requires_grad=True),
-                      torch.zeros(c // 16, device=d, requires_grad=True),
-                      torch.randn(c, c // 16, 1, 1, device=d, requires_grad=True),
-                      torch.zeros(c, device=d, requires_grad=True)]
+                ws = [
+                    torch.randn(c // 16, c, 1, 1, device=d, requires_grad=True),
+                    torch.zeros(c // 16, device=d, requires_grad=True),
+                    torch.randn(c, c // 16, 1, 1, device=d, requires_grad=True),
+                    torch.zeros(c, device=d, requires_grad=True),
+                ]
                 sc = torch.randn(batch, c, h, h, device=d).contiguous(memory_format=fmt).requires_grad_()
                 grad = torch.randn(batch, c, h, h, device=d).contiguous(memory_format=fmt)
                 step = functools.partial(_tail_step, gate_fn, combine, x, sc, ws, grad)
@@ -132,6 +149,7 @@ def train_step_fn(model: nn.Module, batch: int, size: int, channels_last: bool) 
         opt.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
+
     return step
 
 
@@ -146,16 +164,23 @@ def profile_table(batch: int, size: int, channels_last: bool) -> None:
             step()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    print(f"\n## 2. torch.profiler, se_resnet50 train step (3 steps), batch {batch}, {size} px, "
-          f"channels_last={channels_last}: self CPU time by op (top 12)")
+    print(
+        f"\n## 2. torch.profiler, se_resnet50 train step (3 steps), batch {batch}, {size} px, "
+        f"channels_last={channels_last}: self CPU time by op (top 12)"
+    )
     print("| op | calls | self CPU ms | share |")
     print("|---|---|---|---|")
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]:
         print(f"| {e.key} | {e.count} | {e.self_cpu_time_total / 1000:.1f} | {e.self_cpu_time_total / total:.1%} |")
-    se_like = sum(e.self_cpu_time_total for e in events
-                  if any(e.key.startswith(k) for k in SE_OPS) or "sigmoid" in e.key or "mean" in e.key.lower())
-    print(f"SE-type ops (mean, sigmoid, mul, addmm/linear and their backward kernels): {se_like / total:.1%} of "
-          f"self CPU time; total {total / 3000:.1f} ms per step")
+    se_like = sum(
+        e.self_cpu_time_total
+        for e in events
+        if any(e.key.startswith(k) for k in SE_OPS) or "sigmoid" in e.key or "mean" in e.key.lower()
+    )
+    print(
+        f"SE-type ops (mean, sigmoid, mul, addmm/linear and their backward kernels): {se_like / total:.1%} of "
+        f"self CPU time; total {total / 3000:.1f} ms per step"
+    )
 
 
 def models() -> dict[str, Callable[[], nn.Module]]:
@@ -184,8 +209,10 @@ def model_table(batch: int, size: int, repeats: int, steps: int, channels_last: 
     for _ in range(repeats):  # interleaved: background load hits every model alike
         for label, fn in fns.items():
             runs[label].append(timed(fn, steps))
-    print(f"\n## 3. Train step, batch {batch}, {size} px, channels_last={channels_last}, SGD, 1 thread "
-          f"(median of {repeats} x {steps} steps)")
+    print(
+        f"\n## 3. Train step, batch {batch}, {size} px, channels_last={channels_last}, SGD, 1 thread "
+        f"(median of {repeats} x {steps} steps)"
+    )
     print("| model | CPU ms/step | img per CPU s | wall ms/step | ours vs timm (CPU) |")
     print("|---|---|---|---|---|")
     med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for k, v in runs.items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.states import Completed, State
 
@@ -32,7 +33,7 @@ def check_data(
     if not changed:
         logger.info("data unchanged (fingerprint %s)", fingerprint[:12])
         return Completed(name="Unchanged", message=f"fingerprint {fingerprint[:12]} unchanged")
-    run = run_deployment(deployment, parameters={**given, **(parameters or {})}, timeout=0)
+    run: FlowRun = run_deployment(deployment, parameters={**given, **(parameters or {})}, timeout=0)  # type: ignore[assignment]  # sync in a sync flow
     logger.info("data changed (fingerprint %s): started %s as flow run %s", fingerprint[:12], deployment, run.id)
     return {"fingerprint": fingerprint, "flow_run_id": str(run.id)}
 

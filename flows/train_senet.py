@@ -56,9 +56,19 @@ def train_senet(
     same training config, unless ``force``. ``concurrent`` submits the variants together; by default (None) only
     when the Ray cluster can hold all their worker groups at once, so their Ray Train start-ups overlap.
     """
-    cfg = PipelineConfig.parse(_given(data=data, variants=variants, shards=shards, artifacts=artifacts, train=train,
-                                      model_kwargs=model_kwargs, shard=shard, force=force,
-                                      ray_address=ray_address)).validate()
+    cfg = PipelineConfig.parse(
+        _given(
+            data=data,
+            variants=variants,
+            shards=shards,
+            artifacts=artifacts,
+            train=train,
+            model_kwargs=model_kwargs,
+            shard=shard,
+            force=force,
+            ray_address=ray_address,
+        )
+    ).validate()
     dataset = shard_task(cfg)
     todo = variants_to_train(ArtifactStore(cfg.artifacts_abs), dataset.fingerprint, cfg)
     if not todo:
@@ -69,7 +79,7 @@ def train_senet(
     summaries = [s.result() for s in states if s.is_completed()]
     if summaries:
         publish_task(summaries, dataset)
-    failed = [v for v, s in zip(todo, states) if not s.is_completed()]
+    failed = [v for v, s in zip(todo, states, strict=True) if not s.is_completed()]
     if failed:
         return Failed(message=f"variants failed: {failed}; completed: {[s.variant for s in summaries]}")
     return summaries
@@ -91,25 +101,35 @@ def _retry_if_transient(task: Any, task_run: Any, state: State) -> bool:
 
 
 # A retry (or a later flow run after a killed driver) reuses the run id, so Ray Train resumes from the checkpoint.
-@task(name="train-variant", task_run_name="train-{variant}", retries=1, retry_delay_seconds=5,
-      retry_condition_fn=_retry_if_transient, cache_policy=NO_CACHE)
-def train_task(variant: str, dataset: ShardResult, cfg: PipelineConfig, flow_run_id: str,
-               session: RaySession) -> VariantSummary:
+@task(
+    name="train-variant",
+    task_run_name="train-{variant}",
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_if_transient,
+    cache_policy=NO_CACHE,
+)
+def train_task(
+    variant: str, dataset: ShardResult, cfg: PipelineConfig, flow_run_id: str, session: RaySession
+) -> VariantSummary:
     store = ArtifactStore(cfg.artifacts_abs)
     run_id = run_id_for(store, variant, dataset.fingerprint, cfg, flow_run_id, finished=_flow_run_finished)
-    return train_variant(variant, dataset.version_dir, cfg, store, run_id=run_id, flow_run_id=flow_run_id,
-                         session=session)
+    return train_variant(
+        variant, dataset.version_dir, cfg, store, run_id=run_id, flow_run_id=flow_run_id, session=session
+    )
 
 
-def _train_all(todo: list[str], dataset: ShardResult, cfg: PipelineConfig, session: RaySession,
-               concurrent: bool | None) -> list[State]:
+def _train_all(
+    todo: list[str], dataset: ShardResult, cfg: PipelineConfig, session: RaySession, concurrent: bool | None
+) -> list[State]:
     """Each variant's final task state, trained side by side or one after another."""
     logger = get_run_logger()
     flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
     if concurrent is None:
         concurrent = len(todo) > 1 and session.room_for_all([cfg.train_config(v) for v in todo])
-    logger.info("training %s on %s, %s", todo, dataset.version_dir,
-                "concurrently" if concurrent else "one after another")
+    logger.info(
+        "training %s on %s, %s", todo, dataset.version_dir, "concurrently" if concurrent else "one after another"
+    )
     if concurrent:
         futures = [train_task.submit(v, dataset, cfg, flow_run_id, session) for v in todo]
         wait(futures)
@@ -133,13 +153,24 @@ def publish_task(summaries: list[VariantSummary], dataset: ShardResult) -> None:
     rows = sorted(summaries, key=lambda s: -s.accuracy)
     create_table_artifact(
         key="senet-leaderboard",
-        table=[{"variant": r.variant, "accuracy": r.accuracy, "macro_f1": r.macro_f1, "params": r.params,
-                "img_per_s": r.img_per_s, "epochs": r.epochs, "wall_seconds": r.wall_seconds} for r in rows],
+        table=[
+            {
+                "variant": r.variant,
+                "accuracy": r.accuracy,
+                "macro_f1": r.macro_f1,
+                "params": r.params,
+                "img_per_s": r.img_per_s,
+                "epochs": r.epochs,
+                "wall_seconds": r.wall_seconds,
+            }
+            for r in rows
+        ],
         description=f"train-senet leaderboard on dataset {Path(dataset.version_dir).name}",
     )
     for r in rows:
-        create_markdown_artifact(key=_artifact_key(r.variant), markdown=_confusion_markdown(r),
-                                 description=f"{r.variant} evaluation")
+        create_markdown_artifact(
+            key=_artifact_key(r.variant), markdown=_confusion_markdown(r), description=f"{r.variant} evaluation"
+        )
 
 
 def _given(**params: Any) -> dict[str, Any]:
@@ -153,12 +184,14 @@ def _artifact_key(variant: str) -> str:
 
 def _confusion_markdown(s: VariantSummary) -> str:
     head = "| true \\ pred | " + " | ".join(s.class_names) + " |\n|---|" + "---|" * len(s.class_names) + "\n"
-    body = "".join(f"| **{n}** | " + " | ".join(str(v) for v in row) + " |\n"
-                   for n, row in zip(s.class_names, s.confusion_matrix))
+    rows = zip(s.class_names, s.confusion_matrix, strict=True)
+    body = "".join(f"| **{n}** | " + " | ".join(str(v) for v in row) + " |\n" for n, row in rows)
     params = f"{s.params:,}" if s.params is not None else "?"
-    return (f"# {s.variant}\n\nrun `{s.run_id}`: test accuracy **{s.accuracy:.4f}**, "
-            f"macro F1 {s.macro_f1:.4f}, {params} parameters.\n\nReports and plots: `{s.reports}`\n\n"
-            f"## Confusion matrix\n\n{head}{body}")
+    return (
+        f"# {s.variant}\n\nrun `{s.run_id}`: test accuracy **{s.accuracy:.4f}**, "
+        f"macro F1 {s.macro_f1:.4f}, {params} parameters.\n\nReports and plots: `{s.reports}`\n\n"
+        f"## Confusion matrix\n\n{head}{body}"
+    )
 
 
 if __name__ == "__main__":

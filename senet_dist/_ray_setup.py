@@ -9,8 +9,10 @@ import logging
 
 # Ray Train's PlacementGroupCleaner asks the state API about the controller every second; without Ray's dashboard
 # (``ray[train]`` ships none, so senet-dist's local Ray runs without it) every ask fails and logs this warning.
-STATE_API_NOISE = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",
-                   "Failed to query Ray Train Controller actor state")
+STATE_API_NOISE = (
+    "ray.train.v2._internal.execution.controller.placement_group_cleaner",
+    "Failed to query Ray Train Controller actor state",
+)
 
 
 class _DropMessage(logging.Filter):

@@ -33,8 +33,15 @@ from senet_dist.storage import resolve_filesystem
 
 TS = pa.timestamp("us", tz="UTC")
 RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-PER_CLASS = pa.struct([("class_name", pa.string()), ("precision", pa.float64()), ("recall", pa.float64()),
-                       ("f1", pa.float64()), ("support", pa.int64())])
+PER_CLASS = pa.struct(
+    [
+        ("class_name", pa.string()),
+        ("precision", pa.float64()),
+        ("recall", pa.float64()),
+        ("f1", pa.float64()),
+        ("support", pa.int64()),
+    ]
+)
 
 Row = Mapping[str, Any]
 
@@ -85,44 +92,122 @@ def _check_run_status(table: pa.Table) -> None:
         raise SchemaError(f"table 'runs': column 'status' must be one of {RUN_STATUSES}, got {bad[0]!r}")
 
 
-TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (
-    TableSpec("datasets", pa.schema([
-        _f("version", pa.string(), False), _f("fingerprint", pa.string(), False), _f("source", pa.string()),
-        _f("uri", pa.string()), _f("classes", pa.list_(pa.string())), _f("num_classes", pa.int64()),
-        _f("train_count", pa.int64()), _f("val_count", pa.int64()), _f("test_count", pa.int64()),
-        _f("num_rejected", pa.int64()), _f("counts_json", pa.string()), _f("created_at", TS, False)]),
-        "created_at", "One row per sharded dataset version: where it is, its classes and split sizes.",
-        derive=_derive_dataset_counts),
-    TableSpec("runs", pa.schema([
-        _f("run_id", pa.string(), False), _f("flow_run_id", pa.string()), _f("variant", pa.string()),
-        _f("config_json", pa.string()), _f("config_yaml", pa.string()), _f("dataset_version", pa.string()),
-        _f("dataset_fingerprint", pa.string()), _f("status", pa.string(), False), _f("started_at", TS),
-        _f("ended_at", TS), _f("best_checkpoint_uri", pa.string()), _f("num_params", pa.int64()),
-        _f("epochs_completed", pa.int64()), _f("wall_seconds", pa.float64()), _f("error", pa.string()),
-        _f("updated_at", TS, False)]),
-        "updated_at", "Training run events; the newest row per run_id is the run's state (runs_latest).",
-        checks=(_check_run_status,)),
-    TableSpec("epochs", pa.schema([
-        _f("run_id", pa.string(), False), _f("epoch", pa.int64(), False), _f("train_loss", pa.float64()),
-        _f("train_acc", pa.float64()), _f("val_loss", pa.float64()), _f("val_acc", pa.float64()),
-        _f("lr", pa.float64()), _f("img_per_s", pa.float64()), _f("epoch_seconds", pa.float64()),
-        _f("created_at", TS, False)]),
-        "created_at", "Per-epoch training metrics of a run."),
-    TableSpec("evaluations", pa.schema([
-        _f("run_id", pa.string(), False), _f("variant", pa.string()), _f("dataset_version", pa.string()),
-        _f("split", pa.string()), _f("accuracy", pa.float64(), False), _f("macro_precision", pa.float64()),
-        _f("macro_recall", pa.float64()), _f("macro_f1", pa.float64()), _f("weighted_precision", pa.float64()),
-        _f("weighted_recall", pa.float64()), _f("weighted_f1", pa.float64()), _f("top_k", pa.int64()),
-        _f("top_k_accuracy", pa.float64()), _f("per_class", pa.list_(PER_CLASS)),
-        _f("confusion_matrix", pa.list_(pa.list_(pa.int64()))), _f("latency_ms_per_image", pa.float64()),
-        _f("img_per_s", pa.float64()), _f("report_json", pa.string()), _f("created_at", TS, False)]),
-        "created_at", "Evaluations of a run's best checkpoint on a split: metrics, confusion matrix, latency."),
-    TableSpec("checkpoints", pa.schema([
-        _f("run_id", pa.string(), False), _f("epoch", pa.int64(), False), _f("uri", pa.string(), False),
-        _f("val_acc", pa.float64()), _f("bytes", pa.int64()), _f("sha256", pa.string()),
-        _f("created_at", TS, False)]),
-        "created_at", "Checkpoints kept by a run: where each lives and its validation accuracy."),
-)}
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(
+            "datasets",
+            pa.schema(
+                [
+                    _f("version", pa.string(), False),
+                    _f("fingerprint", pa.string(), False),
+                    _f("source", pa.string()),
+                    _f("uri", pa.string()),
+                    _f("classes", pa.list_(pa.string())),
+                    _f("num_classes", pa.int64()),
+                    _f("train_count", pa.int64()),
+                    _f("val_count", pa.int64()),
+                    _f("test_count", pa.int64()),
+                    _f("num_rejected", pa.int64()),
+                    _f("counts_json", pa.string()),
+                    _f("created_at", TS, False),
+                ]
+            ),
+            "created_at",
+            "One row per sharded dataset version: where it is, its classes and split sizes.",
+            derive=_derive_dataset_counts,
+        ),
+        TableSpec(
+            "runs",
+            pa.schema(
+                [
+                    _f("run_id", pa.string(), False),
+                    _f("flow_run_id", pa.string()),
+                    _f("variant", pa.string()),
+                    _f("config_json", pa.string()),
+                    _f("config_yaml", pa.string()),
+                    _f("dataset_version", pa.string()),
+                    _f("dataset_fingerprint", pa.string()),
+                    _f("status", pa.string(), False),
+                    _f("started_at", TS),
+                    _f("ended_at", TS),
+                    _f("best_checkpoint_uri", pa.string()),
+                    _f("num_params", pa.int64()),
+                    _f("epochs_completed", pa.int64()),
+                    _f("wall_seconds", pa.float64()),
+                    _f("error", pa.string()),
+                    _f("updated_at", TS, False),
+                ]
+            ),
+            "updated_at",
+            "Training run events; the newest row per run_id is the run's state (runs_latest).",
+            checks=(_check_run_status,),
+        ),
+        TableSpec(
+            "epochs",
+            pa.schema(
+                [
+                    _f("run_id", pa.string(), False),
+                    _f("epoch", pa.int64(), False),
+                    _f("train_loss", pa.float64()),
+                    _f("train_acc", pa.float64()),
+                    _f("val_loss", pa.float64()),
+                    _f("val_acc", pa.float64()),
+                    _f("lr", pa.float64()),
+                    _f("img_per_s", pa.float64()),
+                    _f("epoch_seconds", pa.float64()),
+                    _f("created_at", TS, False),
+                ]
+            ),
+            "created_at",
+            "Per-epoch training metrics of a run.",
+        ),
+        TableSpec(
+            "evaluations",
+            pa.schema(
+                [
+                    _f("run_id", pa.string(), False),
+                    _f("variant", pa.string()),
+                    _f("dataset_version", pa.string()),
+                    _f("split", pa.string()),
+                    _f("accuracy", pa.float64(), False),
+                    _f("macro_precision", pa.float64()),
+                    _f("macro_recall", pa.float64()),
+                    _f("macro_f1", pa.float64()),
+                    _f("weighted_precision", pa.float64()),
+                    _f("weighted_recall", pa.float64()),
+                    _f("weighted_f1", pa.float64()),
+                    _f("top_k", pa.int64()),
+                    _f("top_k_accuracy", pa.float64()),
+                    _f("per_class", pa.list_(PER_CLASS)),
+                    _f("confusion_matrix", pa.list_(pa.list_(pa.int64()))),
+                    _f("latency_ms_per_image", pa.float64()),
+                    _f("img_per_s", pa.float64()),
+                    _f("report_json", pa.string()),
+                    _f("created_at", TS, False),
+                ]
+            ),
+            "created_at",
+            "Evaluations of a run's best checkpoint on a split: metrics, confusion matrix, latency.",
+        ),
+        TableSpec(
+            "checkpoints",
+            pa.schema(
+                [
+                    _f("run_id", pa.string(), False),
+                    _f("epoch", pa.int64(), False),
+                    _f("uri", pa.string(), False),
+                    _f("val_acc", pa.float64()),
+                    _f("bytes", pa.int64()),
+                    _f("sha256", pa.string()),
+                    _f("created_at", TS, False),
+                ]
+            ),
+            "created_at",
+            "Checkpoints kept by a run: where each lives and its validation accuracy.",
+        ),
+    )
+}
 
 
 def table_spec(name: str) -> TableSpec:
@@ -151,8 +236,10 @@ def _coerce(table: str, field: pa.Field, i: int, value: Any) -> Any:
             except ValueError:
                 pass
         if not isinstance(value, datetime):
-            raise SchemaError(f"table {table!r} row {i}: column {field.name!r} expects {field.type} "
-                              f"(a datetime or ISO-8601 string), got {value!r} ({type(value).__name__})")
+            raise SchemaError(
+                f"table {table!r} row {i}: column {field.name!r} expects {field.type} "
+                f"(a datetime or ISO-8601 string), got {value!r} ({type(value).__name__})"
+            )
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
     return value
@@ -167,8 +254,10 @@ def _column(table: str, field: pa.Field, values: list[Any]) -> pa.Array:
             try:
                 pa.array([v], type=field.type)
             except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
-                raise SchemaError(f"table {table!r} row {i}: column {field.name!r} expects {field.type}, "
-                                  f"got {v!r} ({type(v).__name__}): {exc}") from None
+                raise SchemaError(
+                    f"table {table!r} row {i}: column {field.name!r} expects {field.type}, "
+                    f"got {v!r} ({type(v).__name__}): {exc}"
+                ) from None
         raise
 
 
@@ -238,8 +327,9 @@ class ArtifactStore:
                 with self.fs.open_output_stream(final) as out:
                     out.write(buf.getvalue())
         except OSError as exc:
-            raise ArtifactStoreError(f"artifact store {self.root!r}: cannot append to {name!r}: "
-                                     f"{type(exc).__name__}: {exc}") from exc
+            raise ArtifactStoreError(
+                f"artifact store {self.root!r}: cannot append to {name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
         return final if self._local else f"{self.root.rstrip('/')}/{name}/{final.rsplit('/', 1)[1]}"
 
     @staticmethod
@@ -264,8 +354,7 @@ class ArtifactStore:
         try:
             if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
                 return schema.empty_table()
-            dataset = ds.dataset(path, schema=schema, format="parquet", filesystem=self.fs,
-                                 ignore_prefixes=[".", "_"])
+            dataset = ds.dataset(path, schema=schema, format="parquet", filesystem=self.fs, ignore_prefixes=[".", "_"])
             return dataset.to_table(filter=filter)
         except OSError as exc:
             raise ArtifactStoreError(f"artifact store {self.root!r}: cannot read {name!r}: {exc}") from exc
@@ -293,16 +382,31 @@ class ArtifactStore:
         return runs.take(keep)
 
 
-def dataset_row(version: str, fingerprint: str, classes: Sequence[str], counts: Mapping[str, int], *,
-                source: str | None = None, uri: str | None = None, num_rejected: int = 0) -> dict[str, Any]:
+def dataset_row(
+    version: str,
+    fingerprint: str,
+    classes: Sequence[str],
+    counts: Mapping[str, int],
+    *,
+    source: str | None = None,
+    uri: str | None = None,
+    num_rejected: int = 0,
+) -> dict[str, Any]:
     """A ``datasets`` row from a ``dataset.json``'s fields (``counts`` is ``{split: n}``)."""
     unknown = sorted(set(counts) - {"train", "val", "test"})
     if unknown:
         raise SchemaError(f"table 'datasets': unknown split(s) {unknown} in counts")
-    return {"version": version, "fingerprint": fingerprint, "source": source, "uri": uri,
-            "classes": list(classes), "num_classes": len(classes), "num_rejected": num_rejected,
-            "counts_json": to_json(dict(counts)),
-            **{f"{s}_count": int(counts.get(s, 0)) for s in ("train", "val", "test")}}
+    return {
+        "version": version,
+        "fingerprint": fingerprint,
+        "source": source,
+        "uri": uri,
+        "classes": list(classes),
+        "num_classes": len(classes),
+        "num_rejected": num_rejected,
+        "counts_json": to_json(dict(counts)),
+        **{f"{s}_count": int(counts.get(s, 0)) for s in ("train", "val", "test")},
+    }
 
 
 def to_json(obj: Any) -> str:

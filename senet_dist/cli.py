@@ -14,8 +14,11 @@ from senet_dist.data.config import ShardConfig
 
 _SHARD = ShardConfig()  # the defaults `senet-dist shard` shows and uses
 
-app = typer.Typer(help="Train Squeeze-and-Excitation classifiers: shard -> Ray Train DDP -> evaluate -> Arrow tables.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Train Squeeze-and-Excitation classifiers: shard -> Ray Train DDP -> evaluate -> Arrow tables.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 datasets_app = typer.Typer(help="Offline real datasets, materialised as ImageFolder trees.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 console = Console()
@@ -31,7 +34,9 @@ def _fail(exc: Exception) -> None:
 @app.command()
 def models(
     names: Annotated[list[str] | None, typer.Argument(help="Model names (default: all registered).")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Input size for GFLOPs (default 224; 32 for CIFAR nets)")] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Input size for GFLOPs (default 224; 32 for CIFAR nets)")
+    ] = None,
 ) -> None:
     """List registered models with parameter counts and GFLOPs."""
     from rich.table import Table
@@ -45,7 +50,9 @@ def models(
     table = Table("model", "params", "GFLOPs", "input px")
     for r in rows:
         gflops = r.get("gflops")
-        table.add_row(r["name"], f"{r['params']:,}", "-" if gflops is None else f"{gflops:.2f}", str(r.get("image_size", "")))
+        table.add_row(
+            r["name"], f"{r['params']:,}", "-" if gflops is None else f"{gflops:.2f}", str(r.get("image_size", ""))
+        )
     console.print(table)
 
 
@@ -87,22 +94,28 @@ def datasets_fetch(
 
 @app.command()
 def shard(
-    src: Annotated[Path, typer.Argument(help="ImageFolder root (one folder per class; or train/ + test/ of class folders)")],
+    src: Annotated[
+        Path, typer.Argument(help="ImageFolder root (one folder per class; or train/ + test/ of class folders)")
+    ],
     out: Annotated[Path, typer.Argument(help="Shards root; each dataset version gets its own directory")],
     val: Annotated[float, typer.Option(help="Validation fraction")] = _SHARD.fractions[1],
     test: Annotated[float, typer.Option(help="Test fraction")] = _SHARD.fractions[2],
     seed: Annotated[int, typer.Option(help="Split seed")] = _SHARD.seed,
     split_mode: Annotated[str, typer.Option(help="auto (honour train/ test/ folders), random or predefined")] = (
-        _SHARD.split_mode),
-    resize_shorter: Annotated[int | None, typer.Option(help="Store images with this shorter side; 0 keeps originals")] = (
-        _SHARD.resize_shorter),
+        _SHARD.split_mode
+    ),
+    resize_shorter: Annotated[
+        int | None, typer.Option(help="Store images with this shorter side; 0 keeps originals")
+    ] = (_SHARD.resize_shorter),
     image_format: Annotated[str, typer.Option("--format", help="Stored format: jpg (GPU-decodable) or png")] = (
-        _SHARD.image_format),
+        _SHARD.image_format
+    ),
     quality: Annotated[int, typer.Option(help="JPEG quality when re-encoding")] = _SHARD.jpeg_quality,
     max_count: Annotated[int, typer.Option(help="Max samples per shard")] = _SHARD.max_count,
     max_mb: Annotated[float, typer.Option(help="Max MiB per shard")] = _SHARD.max_bytes / 1024**2,
     max_pixels: Annotated[int, typer.Option(help="Quarantine images with more pixels (decompression bombs)")] = (
-        _SHARD.max_pixels),
+        _SHARD.max_pixels
+    ),
     procs: Annotated[int | None, typer.Option(help="Encoding processes (default: CPU count, max 8)")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = _SHARD.progress,
 ) -> None:
@@ -110,17 +123,30 @@ def shard(
     from senet_dist.data import shard_dataset
 
     try:
-        cfg = ShardConfig.parse({
-            "val_frac": val, "test_frac": test, "seed": seed, "split_mode": split_mode,
-            "resize_shorter": resize_shorter or None, "image_format": image_format, "jpeg_quality": quality,
-            "max_count": max_count, "max_bytes": int(max_mb * 1024**2), "max_pixels": max_pixels, "num_procs": procs,
-            "progress": progress})
+        cfg = ShardConfig.parse(
+            {
+                "val_frac": val,
+                "test_frac": test,
+                "seed": seed,
+                "split_mode": split_mode,
+                "resize_shorter": resize_shorter or None,
+                "image_format": image_format,
+                "jpeg_quality": quality,
+                "max_count": max_count,
+                "max_bytes": int(max_mb * 1024**2),
+                "max_pixels": max_pixels,
+                "num_procs": procs,
+                "progress": progress,
+            }
+        )
         result = shard_dataset(src, out, cfg)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     state = "[green]new version[/]" if result.changed else "[yellow]unchanged[/]"
-    console.print(f"{state} {result.version_dir} fingerprint={result.fingerprint[:12]} counts={dict(result.counts)} "
-                  f"rejected={result.num_rejected}")
+    console.print(
+        f"{state} {result.version_dir} fingerprint={result.fingerprint[:12]} counts={dict(result.counts)} "
+        f"rejected={result.num_rejected}"
+    )
 
 
 @app.command()
@@ -137,8 +163,7 @@ def train(
     from senet_dist.train.commands import train_command
 
     try:
-        train_command(model, data, config=config, sets=set_ or [], storage_path=storage, run_name=name,
-                      console=console)
+        train_command(model, data, config=config, sets=set_ or [], storage_path=storage, run_name=name, console=console)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     except TrainingError as exc:
@@ -164,8 +189,9 @@ def evaluate(
 
 @app.command("config")
 def show_config(
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override, e.g. --set data=fashion-mnist --set train.epochs=3")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override, e.g. --set data=fashion-mnist --set train.epochs=3")
+    ] = None,
 ) -> None:
     """Print the pipeline config (every default, with overrides applied) as YAML: what `run` and the flow use."""
     from senet_dist.pipeline import PipelineConfig
@@ -179,8 +205,10 @@ def show_config(
 
 @app.command()
 def report(
-    artifacts: Annotated[str | None, typer.Option(
-        help="Artifacts root (local dir or s3:// URI) [default: $SENET_ARTIFACTS, else ./artifacts]")] = None,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(help="Artifacts root (local dir or s3:// URI) [default: $SENET_ARTIFACTS, else ./artifacts]"),
+    ] = None,
     png: Annotated[str | None, typer.Option(help="Write a comparison bar chart here (path or s3:// URI)")] = None,
 ) -> None:
     """Print the leaderboard from the Arrow tables (and optionally a comparison PNG)."""
@@ -197,17 +225,24 @@ def report(
 
 @app.command()
 def run(
-    data: Annotated[str | None, typer.Option(
-        help="ImageFolder path or built-in dataset (NAME or NAME:PER_CLASS)")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="ImageFolder path or built-in dataset (NAME or NAME:PER_CLASS)")
+    ] = None,
     variant: Annotated[list[str] | None, typer.Option(help="Model variant (repeatable)")] = None,
     shards: Annotated[str | None, typer.Option(help="Shards root")] = None,
-    artifacts: Annotated[str | None, typer.Option(
-        help="Artifacts root (local dir or s3:// URI); $SENET_ARTIFACTS when unset")] = None,
+    artifacts: Annotated[
+        str | None, typer.Option(help="Artifacts root (local dir or s3:// URI); $SENET_ARTIFACTS when unset")
+    ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="TrainConfig override key=value")] = None,
     force: Annotated[bool, typer.Option(help="Retrain even when nothing changed")] = False,
-    concurrent: Annotated[bool | None, typer.Option(
-        "--concurrent/--sequential", help="Train variants side by side or one after another "
-        "[default: side by side when the Ray cluster holds all their workers]")] = None,
+    concurrent: Annotated[
+        bool | None,
+        typer.Option(
+            "--concurrent/--sequential",
+            help="Train variants side by side or one after another "
+            "[default: side by side when the Ray cluster holds all their workers]",
+        ),
+    ] = None,
 ) -> None:
     """Run the train-senet flow in this process (Prefect starts a temporary server unless PREFECT_API_URL is set).
 

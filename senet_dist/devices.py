@@ -16,6 +16,7 @@ def resolve_device(requested: str | None = "auto", fallback: str = "cpu", hint: 
     if requested.startswith("cuda") and not torch.cuda.is_available():
         if fallback == "cpu":
             return torch.device("cpu")
-        raise RuntimeError(f"device {requested!r} needs CUDA, but torch.cuda.is_available() is False"
-                           + (f"; {hint}" if hint else ""))
+        raise RuntimeError(
+            f"device {requested!r} needs CUDA, but torch.cuda.is_available() is False" + (f"; {hint}" if hint else "")
+        )
     return torch.device(requested)

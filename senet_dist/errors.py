@@ -57,5 +57,12 @@ def caused_by_permanent(exc: BaseException) -> bool:
     return False
 
 
-__all__ = ["ConfigError", "PermanentError", "ResourceError", "SenetError", "TrainingError", "caused_by_permanent",
-           "is_retryable"]
+__all__ = [
+    "ConfigError",
+    "PermanentError",
+    "ResourceError",
+    "SenetError",
+    "TrainingError",
+    "caused_by_permanent",
+    "is_retryable",
+]

@@ -92,7 +92,7 @@ def classification_metrics(cm: np.ndarray, classes: list[str]) -> dict[str, Any]
     w = support / total if total else np.zeros_like(tp)
     per_class = [
         ClassMetrics(name, float(p), float(r), float(f), int(s))
-        for name, p, r, f, s in zip(classes, precision, recall, f1, support)
+        for name, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)
     ]
     return {
         "accuracy": float(tp.sum() / total) if total else 0.0,
@@ -157,7 +157,9 @@ def evaluate_checkpoint(
 
 
 @torch.no_grad()
-def _predict(model: torch.nn.Module, loader: Any, dev: torch.device, k: int) -> tuple[np.ndarray, np.ndarray, int, float]:
+def _predict(
+    model: torch.nn.Module, loader: Any, dev: torch.device, k: int
+) -> tuple[np.ndarray, np.ndarray, int, float]:
     """Predictions over the loader; ``infer_s`` times only the forward passes (synchronised on GPU)."""
     labels, preds, hits, infer_s, warm = [], [], 0, 0.0, False
     for images, y in loader:

@@ -18,12 +18,21 @@ from rich.table import Table
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.plots import new_figure, save_png
 
-LEADERBOARD_SCHEMA = pa.schema([
-    ("variant", pa.string()), ("accuracy", pa.float64()), ("macro_f1", pa.float64()), ("params", pa.int64()),
-    ("img_per_s", pa.float64()), ("train_img_per_s", pa.float64()), ("epochs", pa.int64()),
-    ("wall_seconds", pa.float64()), ("dataset_version", pa.string()), ("status", pa.string()),
-    ("run_id", pa.string()),
-])
+LEADERBOARD_SCHEMA = pa.schema(
+    [
+        ("variant", pa.string()),
+        ("accuracy", pa.float64()),
+        ("macro_f1", pa.float64()),
+        ("params", pa.int64()),
+        ("img_per_s", pa.float64()),
+        ("train_img_per_s", pa.float64()),
+        ("epochs", pa.int64()),
+        ("wall_seconds", pa.float64()),
+        ("dataset_version", pa.string()),
+        ("status", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)
 
 
 def _latest_by(rows: list[dict[str, Any]], key: str, order: str) -> dict[str, dict[str, Any]]:
@@ -59,12 +68,21 @@ def leaderboard(store: ArtifactStore, *, dataset_version: str | None = None) -> 
         version = ev["dataset_version"] or run.get("dataset_version")
         if dataset_version is not None and version != dataset_version:
             continue
-        rows.append({
-            "variant": ev["variant"] or run.get("variant"), "accuracy": ev["accuracy"], "macro_f1": ev["macro_f1"],
-            "params": run.get("num_params"), "img_per_s": ev["img_per_s"], "train_img_per_s": train_tput.get(run_id),
-            "epochs": run.get("epochs_completed"), "wall_seconds": run.get("wall_seconds"),
-            "dataset_version": version, "status": run.get("status"), "run_id": run_id,
-        })
+        rows.append(
+            {
+                "variant": ev["variant"] or run.get("variant"),
+                "accuracy": ev["accuracy"],
+                "macro_f1": ev["macro_f1"],
+                "params": run.get("num_params"),
+                "img_per_s": ev["img_per_s"],
+                "train_img_per_s": train_tput.get(run_id),
+                "epochs": run.get("epochs_completed"),
+                "wall_seconds": run.get("wall_seconds"),
+                "dataset_version": version,
+                "status": run.get("status"),
+                "run_id": run_id,
+            }
+        )
     rows.sort(key=lambda r: (-r["accuracy"], -(r["macro_f1"] or 0.0), r["run_id"]))
     return pa.Table.from_pylist(rows, schema=LEADERBOARD_SCHEMA)
 
@@ -78,16 +96,35 @@ def format_leaderboard(table: pa.Table, *, width: int = 140) -> str:
     if table.num_rows == 0:
         return "no evaluated runs yet"
     view = Table(title="senet-dist leaderboard", show_lines=False)
-    columns = [("#", "", "right"), ("variant", "", "left"), ("test acc", ".4f", "right"),
-               ("macro F1", ".4f", "right"), ("params", ",", "right"), ("eval img/s", ",.1f", "right"),
-               ("train img/s", ",.1f", "right"), ("epochs", "d", "right"), ("wall s", ",.1f", "right"),
-               ("dataset", "", "left"), ("run_id", "", "left")]
+    columns = [
+        ("#", "", "right"),
+        ("variant", "", "left"),
+        ("test acc", ".4f", "right"),
+        ("macro F1", ".4f", "right"),
+        ("params", ",", "right"),
+        ("eval img/s", ",.1f", "right"),
+        ("train img/s", ",.1f", "right"),
+        ("epochs", "d", "right"),
+        ("wall s", ",.1f", "right"),
+        ("dataset", "", "left"),
+        ("run_id", "", "left"),
+    ]
     for title, _, justify in columns:
         view.add_column(title, justify=justify)  # type: ignore[arg-type]
-    keys = ["variant", "accuracy", "macro_f1", "params", "img_per_s", "train_img_per_s", "epochs", "wall_seconds",
-            "dataset_version", "run_id"]
+    keys = [
+        "variant",
+        "accuracy",
+        "macro_f1",
+        "params",
+        "img_per_s",
+        "train_img_per_s",
+        "epochs",
+        "wall_seconds",
+        "dataset_version",
+        "run_id",
+    ]
     for rank, row in enumerate(table.to_pylist(), start=1):
-        cells = [_fmt(row[k], spec) for k, (_, spec, _) in zip(keys, columns[1:])]
+        cells = [_fmt(row[k], spec) for k, (_, spec, _) in zip(keys, columns[1:], strict=True)]
         view.add_row(str(rank), *cells)
     buf = io.StringIO()
     Console(file=buf, width=width, color_system=None, force_terminal=False, highlight=False).print(view)
@@ -97,7 +134,7 @@ def format_leaderboard(table: pa.Table, *, width: int = 140) -> str:
 def _labels(table: pa.Table) -> list[str]:
     variants, run_ids = table["variant"].to_pylist(), table["run_id"].to_pylist()
     dup = {v for v in variants if variants.count(v) > 1}
-    return [f"{v}\n{r[-8:]}" if v in dup else str(v) for v, r in zip(variants, run_ids)]
+    return [f"{v}\n{r[-8:]}" if v in dup else str(v) for v, r in zip(variants, run_ids, strict=True)]
 
 
 def plot_comparison(table: pa.Table, path: str | os.PathLike[str]) -> str:

@@ -142,9 +142,20 @@ def assign(data: dict[str, Any], model: type[Section], key: str, value: Any) -> 
 # ---- one-line errors ---------------------------------------------------------------------------------
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 _BOUND_KEYS = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}
-_EXPECTED = {"int_parsing": "int", "int_type": "int", "int_from_float": "an integer", "float_parsing": "float",
-             "float_type": "float", "bool_parsing": "true/false", "bool_type": "true/false", "string_type": "a string",
-             "dict_type": "a mapping", "list_type": "a list", "tuple_type": "a list", "model_type": "a mapping"}
+_EXPECTED = {
+    "int_parsing": "int",
+    "int_type": "int",
+    "int_from_float": "an integer",
+    "float_parsing": "float",
+    "float_type": "float",
+    "bool_parsing": "true/false",
+    "bool_type": "true/false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "model_type": "a mapping",
+}
 
 
 def format_errors(exc: ValidationError, model: type[Section]) -> str:
@@ -177,8 +188,11 @@ def _describe(err: ErrorDetails, loc: str, model: type[Section]) -> str:
         return f"{loc} must be one of {ctx.get('expected')}, got {got}"
     if kind in _BOUNDS:
         bound = ctx.get(_BOUND_KEYS[kind])
-        return f"{loc} must be {_BOUNDS[kind]} {bound:g}, got {got}" if isinstance(bound, (int, float)) else \
-            f"{loc} must be {_BOUNDS[kind]} {bound}, got {got}"
+        return (
+            f"{loc} must be {_BOUNDS[kind]} {bound:g}, got {got}"
+            if isinstance(bound, (int, float))
+            else f"{loc} must be {_BOUNDS[kind]} {bound}, got {got}"
+        )
     if kind in _EXPECTED:
         return f"{loc}: expected {_EXPECTED[kind]}, got {got}"
     message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")

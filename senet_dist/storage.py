@@ -81,7 +81,7 @@ def resolve_filesystem(location: str | os.PathLike[str]) -> tuple[pafs.FileSyste
         if not parts.netloc:
             raise ValueError(f"S3 URI needs a bucket: {loc!r}")
         path = (parts.netloc + "/" + parts.path.strip("/")).rstrip("/")
-        return pafs.S3FileSystem(**s3_options_from_env()), path  # type: ignore[arg-type]
+        return pafs.S3FileSystem(**s3_options_from_env()), path
     try:
         fs, path = pafs.FileSystem.from_uri(loc)
     except (ValueError, OSError) as exc:
@@ -121,7 +121,7 @@ def list_files(location: str | os.PathLike[str]) -> list[str]:
     """Sorted relative paths (``/``-separated) of every file under ``location``; ``[]`` if it is absent."""
     root, infos = _file_infos(location)
     prefix = root.rstrip("/") + "/"
-    return sorted(info.path[len(prefix):] for info in infos)
+    return sorted(info.path[len(prefix) :] for info in infos)
 
 
 def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, use_threads: bool = True) -> list[str]:

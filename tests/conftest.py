@@ -96,8 +96,9 @@ def lfw_source_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[in
             from senet_dist.data import fetch_dataset
 
             root = tmp_path_factory.mktemp("lfw-all" if limit_per_class is None else f"lfw-{limit_per_class}")
-            made[limit_per_class] = Path(fetch_dataset("lfw-subset", root / "lfw", limit_per_class=limit_per_class,
-                                                       num_procs=1))
+            made[limit_per_class] = Path(
+                fetch_dataset("lfw-subset", root / "lfw", limit_per_class=limit_per_class, num_procs=1)
+            )
         return made[limit_per_class]
 
     return source

@@ -31,8 +31,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, *, interval: float = 0.1,
-               proc: subprocess.Popen | None = None) -> T:
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = 0.1,
+    proc: subprocess.Popen | None = None,
+) -> T:
     """Call ``predicate`` every ``interval`` s until it returns something truthy, and return that.
 
     Raises ``TimeoutError`` after ``timeout`` s, or ``RuntimeError`` as soon as ``proc`` (the process that should make
@@ -59,8 +65,9 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def wait_until_healthy(url: str, timeout: float, what: str, *, interval: float = 0.1,
-                       proc: subprocess.Popen | None = None) -> None:
+def wait_until_healthy(
+    url: str, timeout: float, what: str, *, interval: float = 0.1, proc: subprocess.Popen | None = None
+) -> None:
     """Wait until GET ``url`` answers 2xx (see ``wait_until``; ``proc`` is the server process)."""
     wait_until(lambda: http_ok(url), timeout, f"{what} healthy at {url}", interval=interval, proc=proc)
 
@@ -77,7 +84,9 @@ def shard(src: Path, out: Path, **overrides: Any) -> Path:
 
 
 # ---- synthetic images (real files written with PIL) ------------------------------------------------
-def write_image(path: Path, size: tuple[int, int] = (40, 30), seed: int = 0, mode: str = "RGB", fmt: str | None = None) -> Path:
+def write_image(
+    path: Path, size: tuple[int, int] = (40, 30), seed: int = 0, mode: str = "RGB", fmt: str | None = None
+) -> Path:
     rng = np.random.default_rng(seed)
     channels = {"RGB": 3, "L": 1}[mode]
     arr = rng.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)
@@ -95,4 +104,3 @@ def make_tree(root: Path, classes: dict[str, int], size: tuple[int, int] = (40, 
             write_image(root / name / f"img {i:03d}{ext}", size, seed)
             seed += 1
     return root
-

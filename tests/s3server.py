@@ -30,13 +30,22 @@ class S3Server:
     endpoint: str  # http://127.0.0.1:PORT
 
     def env(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-                "AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": "us-east-1"}
+        return {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": "us-east-1",
+        }
 
     def create_bucket(self, name: str) -> None:
-        fs = pafs.S3FileSystem(endpoint_override=self.endpoint.split("://", 1)[1], scheme="http",
-                               region="us-east-1", access_key=ACCESS_KEY, secret_key=SECRET_KEY,
-                               allow_bucket_creation=True)
+        fs = pafs.S3FileSystem(
+            endpoint_override=self.endpoint.split("://", 1)[1],
+            scheme="http",
+            region="us-east-1",
+            access_key=ACCESS_KEY,
+            secret_key=SECRET_KEY,
+            allow_bucket_creation=True,
+        )
         fs.create_dir(name)
 
 
@@ -56,8 +65,9 @@ def start_server(log: Path) -> tuple[S3Server, subprocess.Popen[bytes]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([*_moto_server_cmd(), "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=fh, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [*_moto_server_cmd(), "-H", "127.0.0.1", "-p", str(port)], stdout=fh, stderr=subprocess.STDOUT, env=env
+        )
     server = S3Server(f"http://127.0.0.1:{port}")
     try:
         wait_until_healthy(f"{server.endpoint}/moto-api/", 30, "moto_server", interval=0.1, proc=proc)

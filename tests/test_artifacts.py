@@ -42,8 +42,10 @@ def _run(run_id: str, status: str = "running", **kw: object) -> dict[str, object
 
 
 def _spawn_writers(root: str, n_procs: int, per_proc: int) -> list[subprocess.Popen[bytes]]:
-    return [subprocess.Popen([sys.executable, "-c", WRITER, root, str(w), str(per_proc)], stderr=subprocess.PIPE)
-            for w in range(n_procs)]
+    return [
+        subprocess.Popen([sys.executable, "-c", WRITER, root, str(w), str(per_proc)], stderr=subprocess.PIPE)
+        for w in range(n_procs)
+    ]
 
 
 def _wait_ok(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -87,10 +89,20 @@ def test_schema_validation_names_the_column(tmp_path: Path, rows: object, match:
 
 def test_nested_evaluation_row_round_trips(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
-    row = {"run_id": "r1", "variant": "v", "accuracy": 0.75, "macro_f1": 0.7, "top_k": 5, "top_k_accuracy": None,
-           "per_class": [{"class_name": "cat", "precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2},
-                         {"class_name": "dog", "precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1}],
-           "confusion_matrix": [[1, 1], [0, 1]], "report_json": "{}"}
+    row = {
+        "run_id": "r1",
+        "variant": "v",
+        "accuracy": 0.75,
+        "macro_f1": 0.7,
+        "top_k": 5,
+        "top_k_accuracy": None,
+        "per_class": [
+            {"class_name": "cat", "precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2},
+            {"class_name": "dog", "precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1},
+        ],
+        "confusion_matrix": [[1, 1], [0, 1]],
+        "report_json": "{}",
+    }
     store.append("evaluations", [row])
     (got,) = store.read("evaluations").to_pylist()
     assert {k: got[k] for k in row} == row
@@ -148,16 +160,26 @@ def test_parts_written_before_a_column_existed_still_read(tmp_path: Path) -> Non
 
 def test_dataset_row_helper(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
-    store.append("datasets", [dataset_row("v0001-abc", "abc" * 8, ["cat", "dog"], {"train": 8, "test": 2},
-                                          source="/data/img")])
+    store.append(
+        "datasets", [dataset_row("v0001-abc", "abc" * 8, ["cat", "dog"], {"train": 8, "test": 2}, source="/data/img")]
+    )
     (got,) = store.read("datasets").to_pylist()
     assert (got["num_classes"], got["train_count"], got["val_count"], got["test_count"]) == (2, 8, 0, 2)
     assert json.loads(got["counts_json"]) == {"train": 8, "test": 2}
     with pytest.raises(SchemaError, match="holdout"):
         dataset_row("v", "f", ["a"], {"holdout": 1})
     # dataset.json style: counts as JSON only -> the int columns are derived
-    store.append("datasets", [{"version": "v0002-def", "fingerprint": "def", "classes": ["a", "b", "c"],
-                               "counts_json": json.dumps({"train": 5, "val": 1, "test": 1})}])
+    store.append(
+        "datasets",
+        [
+            {
+                "version": "v0002-def",
+                "fingerprint": "def",
+                "classes": ["a", "b", "c"],
+                "counts_json": json.dumps({"train": 5, "val": 1, "test": 1}),
+            }
+        ],
+    )
     row = store.latest("datasets", "version", "v0002-def")
     assert (row["num_classes"], row["train_count"], row["val_count"], row["test_count"]) == (3, 5, 1, 1)
     with pytest.raises(SchemaError, match="counts_json.*not valid JSON"):
@@ -233,15 +255,19 @@ def test_s3_root_round_trip_with_concurrent_writers(s3_bucket: str) -> None:
     store = ArtifactStore(root)
     assert store.read("runs").num_rows == 0
     procs = _spawn_writers(root, 2, 3)  # two processes ...
-    threads = [threading.Thread(target=lambda t=t: [store.append("runs", [_run(f"t{t}-{i}")]) for i in range(3)])
-               for t in range(2)]  # ... and two threads sharing one store
+    threads = [
+        threading.Thread(target=lambda t=t: [store.append("runs", [_run(f"t{t}-{i}")]) for i in range(3)])
+        for t in range(2)
+    ]  # ... and two threads sharing one store
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     _wait_ok(procs)
     ids = sorted(store.read("runs")["run_id"].to_pylist())
-    assert ids == sorted([f"w{w}-{i}" for w in range(2) for i in range(3)] + [f"t{t}-{i}" for t in range(2) for i in range(3)])
+    assert ids == sorted(
+        [f"w{w}-{i}" for w in range(2) for i in range(3)] + [f"t{t}-{i}" for t in range(2) for i in range(3)]
+    )
     assert store.read("epochs").num_rows == 2 * 3 * 3
     path = store.append("runs", [_run("t0-0", "completed")])
     assert path.startswith(f"{root}/runs/part-")

@@ -8,8 +8,19 @@ from typer.testing import CliRunner
 from senet_dist.cli import app
 
 runner = CliRunner()
-COMMANDS = [[], ["models"], ["datasets"], ["datasets", "list"], ["datasets", "fetch"], ["shard"], ["train"],
-            ["evaluate"], ["report"], ["run"], ["config"]]
+COMMANDS = [
+    [],
+    ["models"],
+    ["datasets"],
+    ["datasets", "list"],
+    ["datasets", "fetch"],
+    ["shard"],
+    ["train"],
+    ["evaluate"],
+    ["report"],
+    ["run"],
+    ["config"],
+]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
@@ -89,6 +100,9 @@ def test_shard_option_defaults_are_the_schemas():
 
     defaults = ShardConfig()
     helped = runner.invoke(app, ["shard", "--help"], env={"COLUMNS": "250"})
-    for shown in (f"[default: {defaults.max_count}]", f"[default: {defaults.jpeg_quality}]",
-                  f"[default: {defaults.fractions[1]}]"):
+    for shown in (
+        f"[default: {defaults.max_count}]",
+        f"[default: {defaults.jpeg_quality}]",
+        f"[default: {defaults.fractions[1]}]",
+    ):
         assert shown in helped.output

@@ -7,8 +7,13 @@ from senet_dist.errors import ConfigError, ResourceError, TrainingError, caused_
 
 
 def test_permanent_errors_are_not_retried() -> None:
-    for exc in (ConfigError("x"), ResourceError("x"), DatasetError("x"), ShardReadError("x"),
-                TrainingError("x", retryable=False)):
+    for exc in (
+        ConfigError("x"),
+        ResourceError("x"),
+        DatasetError("x"),
+        ShardReadError("x"),
+        TrainingError("x", retryable=False),
+    ):
         assert not is_retryable(exc), exc
     for exc in (TrainingError("lost a node", retryable=True), OSError("connection reset"), RuntimeError("?")):
         assert is_retryable(exc), exc

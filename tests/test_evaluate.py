@@ -38,9 +38,25 @@ def test_class_never_predicted_or_absent_gives_zero_not_nan() -> None:
 
 def test_plots_write_pngs(tmp_path) -> None:
     cm_png = plot_confusion_matrix(np.eye(3, dtype=int) * 5, ["a", "b", "c"], tmp_path / "cm.png")
-    hist = [EpochMetrics(epoch=e, train_loss=1 / e, val_loss=1.1 / e, train_acc=0.5, val_acc=0.4, best_val_acc=0.4,
-                         lr=0.1, img_per_s=100.0, train_seconds=1.0, epoch_seconds=1.2, steps=3, world_size=2,
-                         resumed_from_epoch=0, stopped_early=False) for e in (1, 2)]
+    hist = [
+        EpochMetrics(
+            epoch=e,
+            train_loss=1 / e,
+            val_loss=1.1 / e,
+            train_acc=0.5,
+            val_acc=0.4,
+            best_val_acc=0.4,
+            lr=0.1,
+            img_per_s=100.0,
+            train_seconds=1.0,
+            epoch_seconds=1.2,
+            steps=3,
+            world_size=2,
+            resumed_from_epoch=0,
+            stopped_early=False,
+        )
+        for e in (1, 2)
+    ]
     curves = plot_curves(hist, tmp_path / "sub" / "curves.png")
     for p in (cm_png, curves):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
@@ -74,8 +90,16 @@ def lfw_checkpoint(lfw_shards_factory, tmp_path_factory: pytest.TempPathFactory)
     for epoch in (1, 2):
         loader = make_loader(version, "train", lcfg, epoch=epoch)
         train_epoch(comp.model, loader, comp.criterion, comp.optimizer, comp.scheduler, comp.opts)
-    meta = {"model": cfg.model, "model_kwargs": {}, "num_classes": info.num_classes, "classes": info.classes,
-            "image_size": 32, "epoch": 2, "run_name": "eval-test", "history": []}
+    meta = {
+        "model": cfg.model,
+        "model_kwargs": {},
+        "num_classes": info.num_classes,
+        "classes": info.classes,
+        "image_size": 32,
+        "epoch": 2,
+        "run_name": "eval-test",
+        "history": [],
+    }
     ckpt = save_checkpoint(root / "ckpt", training_state(comp), meta)
     return ckpt, version, info
 
@@ -94,9 +118,24 @@ def test_evaluate_checkpoint_report_is_consistent(lfw_checkpoint, tmp_path) -> N
     assert report.top_k_accuracy is None  # only 2 classes
     assert report.latency_ms_per_image > 0 and report.img_per_s > 0
     d = report.to_dict()
-    expected = {"run_id", "variant", "dataset_version", "accuracy", "macro_precision", "macro_recall", "macro_f1",
-                "weighted_precision", "weighted_recall", "weighted_f1", "top_k_accuracy", "per_class",
-                "confusion_matrix", "latency_ms_per_image", "img_per_s", "report_json"}
+    expected = {
+        "run_id",
+        "variant",
+        "dataset_version",
+        "accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "weighted_precision",
+        "weighted_recall",
+        "weighted_f1",
+        "top_k_accuracy",
+        "per_class",
+        "confusion_matrix",
+        "latency_ms_per_image",
+        "img_per_s",
+        "report_json",
+    }
     assert set(d) == expected
     assert d["run_id"] == "eval-test" and d["dataset_version"] == info.version
     assert json.loads(d["report_json"])["num_samples"] == n
@@ -134,8 +173,9 @@ def test_evaluate_command_writes_report_and_plots(lfw_checkpoint, tmp_path) -> N
     ckpt, version, info = lfw_checkpoint
     console = Console(record=True, width=120)
     shards_root = version.parent  # a shards root resolves to its LATEST version
-    report = evaluate_command(ckpt, shards_root, split="val", out_dir=tmp_path / "out", batch_size=8,
-                              device="cpu", console=console)
+    report = evaluate_command(
+        ckpt, shards_root, split="val", out_dir=tmp_path / "out", batch_size=8, device="cpu", console=console
+    )
     assert report.num_samples == info.counts["val"]
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["accuracy"] == report.accuracy and saved["run_id"] == "eval-test"

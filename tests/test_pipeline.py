@@ -17,13 +17,26 @@ from senet_dist.pipeline import (
 )
 
 
-def _record(store: ArtifactStore, cfg: PipelineConfig, variant: str, fingerprint: str, status: str,
-            flow_run_id: str = "f0") -> None:
+def _record(
+    store: ArtifactStore, cfg: PipelineConfig, variant: str, fingerprint: str, status: str, flow_run_id: str = "f0"
+) -> None:
     now = datetime.now(timezone.utc)
-    store.append("runs", [{"run_id": f"{variant}-{status}-{fingerprint}", "variant": variant, "status": status,
-                           "flow_run_id": flow_run_id,
-                           "config_json": config_json(cfg.train_config(variant)), "dataset_version": "v0001-x",
-                           "dataset_fingerprint": fingerprint, "started_at": now, "updated_at": now}])
+    store.append(
+        "runs",
+        [
+            {
+                "run_id": f"{variant}-{status}-{fingerprint}",
+                "variant": variant,
+                "status": status,
+                "flow_run_id": flow_run_id,
+                "config_json": config_json(cfg.train_config(variant)),
+                "dataset_version": "v0001-x",
+                "dataset_fingerprint": fingerprint,
+                "started_at": now,
+                "updated_at": now,
+            }
+        ],
+    )
 
 
 def test_variants_to_train_skips_only_identical_completed_runs(tmp_path):
@@ -81,11 +94,15 @@ def test_interrupted_run_is_resumed_only_when_its_flow_run_is_over(tmp_path):
     assert fresh == "se_resnet_tiny-abcdef12"
     _record(store, cfg, "se_resnet_tiny", "fp1", "running", flow_run_id="dead-flow")  # its driver was killed
     over = {"dead-flow"}.__contains__
-    assert run_id_for(store, "se_resnet_tiny", "fp1", cfg, "99999999-0000", finished=over) == "se_resnet_tiny-running-fp1"
+    assert (
+        run_id_for(store, "se_resnet_tiny", "fp1", cfg, "99999999-0000", finished=over) == "se_resnet_tiny-running-fp1"
+    )
     # Another flow run that may still be live (or is unknown to this Prefect): never share its run.
     assert run_id_for(store, "se_resnet_tiny", "fp1", cfg, "99999999-0000") == "se_resnet_tiny-99999999"
     # A retry inside the same flow run keeps its own id.
     assert run_id_for(store, "se_resnet_tiny", "fp1", cfg, "dead-flow") == "se_resnet_tiny-running-fp1"
     assert run_id_for(store, "se_resnet_tiny", "fp2", cfg, "99999999-0000", finished=over) == "se_resnet_tiny-99999999"
     other = PipelineConfig(variants=["se_resnet_tiny"], train={"epochs": 3})
-    assert run_id_for(store, "se_resnet_tiny", "fp1", other, "99999999-0000", finished=over) == "se_resnet_tiny-99999999"
+    assert (
+        run_id_for(store, "se_resnet_tiny", "fp1", other, "99999999-0000", finished=over) == "se_resnet_tiny-99999999"
+    )

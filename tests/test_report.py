@@ -16,8 +16,16 @@ T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _record(store: ArtifactStore, run_id: str, variant: str, acc: float | None, *, params: int = 1000,
-            version: str = "v0001-aaa", eval_tput: float = 500.0) -> None:
+def _record(
+    store: ArtifactStore,
+    run_id: str,
+    variant: str,
+    acc: float | None,
+    *,
+    params: int = 1000,
+    version: str = "v0001-aaa",
+    eval_tput: float = 500.0,
+) -> None:
     """Two run events (running -> completed/failed), epochs, and an evaluation when ``acc`` is given."""
     base = {"run_id": run_id, "variant": variant, "dataset_version": version}
     store.append("runs", [{**base, "status": "running", "updated_at": T0}])
@@ -26,8 +34,19 @@ def _record(store: ArtifactStore, run_id: str, variant: str, acc: float | None, 
         store.append("runs", [{**base, "status": "failed", "error": "boom", "updated_at": T0 + timedelta(1)}])
         return
     store.append("evaluations", [{**base, "accuracy": acc, "macro_f1": acc - 0.05, "img_per_s": eval_tput}])
-    store.append("runs", [{**base, "status": "completed", "num_params": params, "epochs_completed": 2,
-                           "wall_seconds": 12.5, "updated_at": T0 + timedelta(1)}])
+    store.append(
+        "runs",
+        [
+            {
+                **base,
+                "status": "completed",
+                "num_params": params,
+                "epochs_completed": 2,
+                "wall_seconds": 12.5,
+                "updated_at": T0 + timedelta(1),
+            }
+        ],
+    )
 
 
 @pytest.fixture
@@ -45,16 +64,35 @@ def test_leaderboard_joins_latest_runs_and_evaluations(store: ArtifactStore) -> 
     assert table.schema == LEADERBOARD_SCHEMA
     assert table["run_id"].to_pylist() == ["r-big", "r-small", "r-old"]  # accuracy desc, failed run absent
     top = table.to_pylist()[0]
-    assert top == {"variant": "se_resnet18", "accuracy": 0.92, "macro_f1": pytest.approx(0.87),
-                   "params": 11_000_000, "img_per_s": 250.0, "train_img_per_s": 150.0, "epochs": 2,
-                   "wall_seconds": 12.5, "dataset_version": "v0001-aaa", "status": "completed", "run_id": "r-big"}
+    assert top == {
+        "variant": "se_resnet18",
+        "accuracy": 0.92,
+        "macro_f1": pytest.approx(0.87),
+        "params": 11_000_000,
+        "img_per_s": 250.0,
+        "train_img_per_s": 150.0,
+        "epochs": 2,
+        "wall_seconds": 12.5,
+        "dataset_version": "v0001-aaa",
+        "status": "completed",
+        "run_id": "r-big",
+    }
     only = leaderboard(store, dataset_version="v0000-zzz")
     assert only["run_id"].to_pylist() == ["r-old"]
 
 
 def test_newer_evaluation_of_a_run_wins(store: ArtifactStore) -> None:
-    store.append("evaluations", [{"run_id": "r-small", "variant": "se_resnet_tiny", "accuracy": 0.99,
-                                  "created_at": datetime.now(timezone.utc) + timedelta(days=1)}])
+    store.append(
+        "evaluations",
+        [
+            {
+                "run_id": "r-small",
+                "variant": "se_resnet_tiny",
+                "accuracy": 0.99,
+                "created_at": datetime.now(timezone.utc) + timedelta(days=1),
+            }
+        ],
+    )
     table = leaderboard(store)
     assert table["run_id"].to_pylist()[0] == "r-small" and table.num_rows == 3
 
@@ -63,7 +101,10 @@ def test_format_leaderboard_text(store: ArtifactStore) -> None:
     text = format_leaderboard(leaderboard(store))
     lines = text.splitlines()
     assert "leaderboard" in lines[0]
-    big, small = next(i for i, ln in enumerate(lines) if "r-big" in ln), next(i for i, ln in enumerate(lines) if "r-small" in ln)
+    big, small = (
+        next(i for i, ln in enumerate(lines) if "r-big" in ln),
+        next(i for i, ln in enumerate(lines) if "r-small" in ln),
+    )
     assert big < small
     assert "0.9200" in lines[big] and "11,000,000" in lines[big]
     assert "\x1b[" not in text  # no ANSI colour codes in logs

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted([*REPO.glob("scripts/*.sh"), *REPO.glob("benchmarks/*.sh"), *REPO.glob("docker/*.sh"),
-                  REPO / ".ci" / "run"])
+SCRIPTS = sorted(
+    [*REPO.glob("scripts/*.sh"), *REPO.glob("benchmarks/*.sh"), *REPO.glob("docker/*.sh"), REPO / ".ci" / "run"]
+)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))

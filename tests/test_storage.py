@@ -39,8 +39,10 @@ def test_join_local_and_uri() -> None:
     assert storage.join("/a/b", "c", "d.parquet") == os.path.join("/a/b", "c", "d.parquet")
     assert storage.join("s3://bkt/prefix/", "runs", "/x.parquet") == "s3://bkt/prefix/runs/x.parquet"
     assert storage.join("s3://bkt", "runs") == "s3://bkt/runs"
-    assert (storage.join("s3://bkt/p?endpoint_override=h:9000&scheme=http", "runs")
-            == "s3://bkt/p/runs?endpoint_override=h:9000&scheme=http")
+    assert (
+        storage.join("s3://bkt/p?endpoint_override=h:9000&scheme=http", "runs")
+        == "s3://bkt/p/runs?endpoint_override=h:9000&scheme=http"
+    )
 
 
 def test_resolve_local_relative_path_is_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,16 +54,28 @@ def test_resolve_local_relative_path_is_absolute(tmp_path: Path, monkeypatch: py
 
 
 def test_s3_options_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
-                "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+    for key in (
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ):
         monkeypatch.delenv(key, raising=False)
     assert storage.s3_options_from_env() == {}
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://generic:1")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://minio.local:9000")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
-    assert storage.s3_options_from_env() == {"endpoint_override": "minio.local:9000", "scheme": "http",
-                                             "region": "us-east-1", "access_key": "k", "secret_key": "s"}
+    assert storage.s3_options_from_env() == {
+        "endpoint_override": "minio.local:9000",
+        "scheme": "http",
+        "region": "us-east-1",
+        "access_key": "k",
+        "secret_key": "s",
+    }
     fs, path = storage.resolve_filesystem("s3://bkt/some/prefix/")
     assert isinstance(fs, pafs.S3FileSystem) and path == "bkt/some/prefix"
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "ftp://nope")

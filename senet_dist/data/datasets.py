@@ -26,8 +26,18 @@ from PIL import Image
 from .source import DatasetError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_CLASSES = ("T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                         "Ankle_boot")
+FASHION_MNIST_CLASSES = (
+    "T-shirt_top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle_boot",
+)
 MARKER = ".complete.json"
 
 # (dest, limit_per_class, num_procs, source_dir) -> {split: {class: count}}
@@ -61,7 +71,7 @@ def read_idx(path: Path) -> np.ndarray:
 
 def _write_pngs(job: tuple[np.ndarray, list[str]]) -> int:
     images, paths = job
-    for img, p in zip(images, paths):
+    for img, p in zip(images, paths, strict=True):
         Image.fromarray(img, "L").save(p, compress_level=1)
     return len(paths)
 
@@ -74,8 +84,15 @@ def _select(labels: np.ndarray, limit: int | None) -> np.ndarray:
     return np.sort(keep)
 
 
-def _write_tree(dest: Path, split: str | None, images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...],
-                limit: int | None, num_procs: int) -> dict[str, int]:
+def _write_tree(
+    dest: Path,
+    split: str | None,
+    images: np.ndarray,
+    labels: np.ndarray,
+    classes: tuple[str, ...],
+    limit: int | None,
+    num_procs: int,
+) -> dict[str, int]:
     base = dest / split if split else dest
     for c in classes:
         (base / c).mkdir(parents=True, exist_ok=True)
@@ -94,12 +111,16 @@ def _write_tree(dest: Path, split: str | None, images: np.ndarray, labels: np.nd
 
 def _fashion_mnist(dest: Path, limit: int | None, num_procs: int, source_dir: Path | None) -> dict:
     src = source_dir or Path(os.environ.get("SENET_FASHION_MNIST_DIR", FASHION_MNIST_DIR))
-    files = {s: (src / f"{p}-images-idx3-ubyte.gz", src / f"{p}-labels-idx1-ubyte.gz") for s, p in
-             (("train", "train"), ("test", "t10k"))}
+    files = {
+        s: (src / f"{p}-images-idx3-ubyte.gz", src / f"{p}-labels-idx1-ubyte.gz")
+        for s, p in (("train", "train"), ("test", "t10k"))
+    }
     missing = [str(p) for pair in files.values() for p in pair if not p.is_file()]
     if missing:
-        raise DatasetError(f"fashion-mnist source files not found ({missing[0]}); install them with "
-                           "`sudo apt-get install dataset-fashion-mnist` or set SENET_FASHION_MNIST_DIR")
+        raise DatasetError(
+            f"fashion-mnist source files not found ({missing[0]}); install them with "
+            "`sudo apt-get install dataset-fashion-mnist` or set SENET_FASHION_MNIST_DIR"
+        )
     counts = {}
     for split, (img_path, lbl_path) in files.items():
         images, labels = read_idx(img_path), read_idx(lbl_path)
@@ -120,14 +141,23 @@ def _lfw_subset(dest: Path, limit: int | None, num_procs: int, source_dir: Path 
     return {"all": _write_tree(dest, None, images, labels, ("face", "non_face"), limit, 1)}
 
 
-DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
-    DatasetSpec("fashion-mnist", _fashion_mnist,
-                "MIT (Zalando Research), via the Debian package dataset-fashion-mnist",
-                "Fashion-MNIST 28x28 grayscale, 10 classes, 60k train + 10k test (apt: dataset-fashion-mnist)"),
-    DatasetSpec("lfw-subset", _lfw_subset,
-                "LFW database terms (research use), shipped by scikit-image (BSD-3-Clause)",
-                "LFW subset 25x25 grayscale, face vs non_face, 200 images (pip: scikit-image)"),
-)}
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            "fashion-mnist",
+            _fashion_mnist,
+            "MIT (Zalando Research), via the Debian package dataset-fashion-mnist",
+            "Fashion-MNIST 28x28 grayscale, 10 classes, 60k train + 10k test (apt: dataset-fashion-mnist)",
+        ),
+        DatasetSpec(
+            "lfw-subset",
+            _lfw_subset,
+            "LFW database terms (research use), shipped by scikit-image (BSD-3-Clause)",
+            "LFW subset 25x25 grayscale, face vs non_face, 200 images (pip: scikit-image)",
+        ),
+    )
+}
 
 
 def dataset_specs() -> list[DatasetSpec]:
@@ -140,8 +170,14 @@ def list_datasets() -> dict[str, str]:
     return {spec.name: spec.description for spec in dataset_specs()}
 
 
-def fetch_dataset(name: str, dest: str | os.PathLike, *, limit_per_class: int | None = None,
-                  num_procs: int | None = None, source_dir: str | os.PathLike | None = None) -> Path:
+def fetch_dataset(
+    name: str,
+    dest: str | os.PathLike,
+    *,
+    limit_per_class: int | None = None,
+    num_procs: int | None = None,
+    source_dir: str | os.PathLike | None = None,
+) -> Path:
     """Write dataset ``name`` as an ImageFolder tree under ``dest``; returns ``dest``. Idempotent."""
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
@@ -154,8 +190,10 @@ def fetch_dataset(name: str, dest: str | os.PathLike, *, limit_per_class: int | 
         done = json.loads(marker.read_text())
         if {k: done.get(k) for k in request} == request:
             return dest
-        raise DatasetError(f"{dest} already holds {done.get('name')} (limit_per_class={done.get('limit_per_class')}); "
-                           "use another destination")
+        raise DatasetError(
+            f"{dest} already holds {done.get('name')} (limit_per_class={done.get('limit_per_class')}); "
+            "use another destination"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     procs = num_procs if num_procs is not None else min(os.cpu_count() or 1, 8)
     counts = DATASETS[name].fetcher(dest, limit_per_class, procs, Path(source_dir) if source_dir else None)

@@ -52,7 +52,8 @@ def hash_files(tree: SourceTree, *, threads: int = 8, cache_path: Path | None = 
         else:
             todo.append((f.rel, st.st_size, st.st_mtime_ns))
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for (rel, size, mtime), digest in zip(todo, pool.map(lambda t: sha256_file(tree.root / t[0]), todo)):
+        digested = pool.map(lambda t: sha256_file(tree.root / t[0]), todo)
+        for (rel, size, mtime), digest in zip(todo, digested, strict=True):
             digests[rel] = digest
             fresh[rel] = [size, mtime, digest]
     if cache_path is not None and (todo or len(fresh) != len(cache)):

@@ -20,13 +20,13 @@ def _is_jpeg(data: torch.Tensor) -> bool:
     return data.numel() > 2 and int(data[0]) == 0xFF and int(data[1]) == 0xD8
 
 
-def decode_images(datas: list[torch.Tensor], device: str) -> list[torch.Tensor]:
+def decode_images(datas: list[torch.Tensor], device: torch.device | str) -> list[torch.Tensor]:
     """Encoded uint8 tensors -> list of 3xHxW uint8 tensors on ``device`` (non-JPEGs decode on the CPU)."""
     jpeg_idx = [i for i, d in enumerate(datas) if _is_jpeg(d)]
     out: list[torch.Tensor | None] = [None] * len(datas)
     if jpeg_idx:
         decoded = decode_jpeg([datas[i] for i in jpeg_idx], mode=ImageReadMode.RGB, device=device)
-        for i, img in zip(jpeg_idx, decoded):
+        for i, img in zip(jpeg_idx, decoded, strict=True):
             out[i] = img
     for i, d in enumerate(datas):
         if out[i] is None:
@@ -61,7 +61,7 @@ def decode_batch(
     *,
     train: bool,
     image_size: int,
-    device: str,
+    device: torch.device | str,
     normalizer: Normalizer,
     scale: tuple[float, float] = (0.08, 1.0),
     hflip: bool = True,
@@ -69,6 +69,8 @@ def decode_batch(
 ) -> torch.Tensor:
     """Encoded images -> float32 NCHW normalised batch on ``device``."""
     images = decode_images(datas, device)
-    views = [_train_view(i, image_size, scale, hflip) if train else _eval_view(i, image_size, crop_ratio) for i in images]
+    views = [
+        _train_view(i, image_size, scale, hflip) if train else _eval_view(i, image_size, crop_ratio) for i in images
+    ]
     batch = torch.stack(views).clamp_(0, 255)
     return normalizer(batch)

@@ -165,7 +165,9 @@ def _decode_and_encode(raw: bytes, digest: str, cfg: EncodeConfig) -> Encoded | 
     img.load()  # full decode: raises for truncated/corrupt data
     if _can_pass_through(img, fmt, cfg):
         return Encoded(raw, cfg.image_format, digest, len(raw), w, h, w, h)
-    img = ImageOps.exif_transpose(img)
-    full_w, full_h = (h, w) if img.size[0] != img.size[1] and (img.size[0] < img.size[1]) != (w < h) else (w, h)
-    out = _resized(_to_storable_mode(img), cfg.resize_shorter)
+    upright = ImageOps.exif_transpose(img)
+    full_w, full_h = (
+        (h, w) if upright.size[0] != upright.size[1] and (upright.size[0] < upright.size[1]) != (w < h) else (w, h)
+    )
+    out = _resized(_to_storable_mode(upright), cfg.resize_shorter)
     return Encoded(_encode(out, cfg), cfg.image_format, digest, len(raw), full_w, full_h, *out.size)

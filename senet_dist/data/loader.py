@@ -74,8 +74,9 @@ def _worker_init(_: int) -> None:
 
 
 def _decode_device(cfg: LoaderConfig) -> torch.device:
-    return resolve_device(cfg.decode_device or "cuda", cfg.gpu_fallback,
-                          hint="set gpu_decode=False or gpu_fallback='cpu'")
+    return resolve_device(
+        cfg.decode_device or "cuda", cfg.gpu_fallback, hint="set gpu_decode=False or gpu_fallback='cpu'"
+    )
 
 
 def _shutdown(it: Any) -> None:
@@ -95,7 +96,9 @@ class Loader:
     build a new loader per epoch, as the training worker does.
     """
 
-    def __init__(self, stream: ShardStream, cfg: LoaderConfig, num_batches: int, train: bool, return_keys: bool) -> None:
+    def __init__(
+        self, stream: ShardStream, cfg: LoaderConfig, num_batches: int, train: bool, return_keys: bool
+    ) -> None:
         self.stream, self.cfg, self.train, self.return_keys = stream, cfg, train, return_keys
         self.num_batches = num_batches
         self.epoch, self._iterations = stream.epoch, 0
@@ -112,8 +115,12 @@ class Loader:
         pin = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
         kwargs: dict[str, Any] = {}
         if workers > 0:
-            kwargs = dict(prefetch_factor=cfg.prefetch_factor, persistent_workers=cfg.persistent_workers,
-                          worker_init_fn=_worker_init, multiprocessing_context=_mp_context())
+            kwargs = dict(
+                prefetch_factor=cfg.prefetch_factor,
+                persistent_workers=cfg.persistent_workers,
+                worker_init_fn=_worker_init,
+                multiprocessing_context=_mp_context(),
+            )
         return DataLoader(self.stream, batch_size=None, num_workers=workers, pin_memory=pin, **kwargs)
 
     def __iter__(self) -> Iterator[tuple]:
@@ -146,9 +153,16 @@ class Loader:
                 datas, labels = datas.to(cfg.device, non_blocking=True), labels.to(cfg.device, non_blocking=True)
             images = self.normalizer(datas)
             return (images, labels, keys) if self.return_keys else (images, labels)
-        images = decode_batch(datas, train=self.train, image_size=cfg.image_size, device=self.device,
-                              normalizer=self.normalizer, scale=cfg.crop_scale, hflip=cfg.hflip,
-                              crop_ratio=cfg.eval_crop_ratio)
+        images = decode_batch(
+            datas,
+            train=self.train,
+            image_size=cfg.image_size,
+            device=self.device,
+            normalizer=self.normalizer,
+            scale=cfg.crop_scale,
+            hflip=cfg.hflip,
+            crop_ratio=cfg.eval_crop_ratio,
+        )
         labels = labels.to(self.device, non_blocking=True)
         return (images, labels, keys) if self.return_keys else (images, labels)
 
@@ -159,8 +173,17 @@ def _train_steps(info: DatasetInfo, split: str, cfg: LoaderConfig, world: int) -
     return max(1, info.counts[split] // (world * cfg.batch_size))
 
 
-def make_loader(version_dir: str | os.PathLike, split: str, cfg: LoaderConfig | None = None, *, rank: int = 0,
-                world_size: int = 1, epoch: int = 0, train: bool | None = None, return_keys: bool = False) -> Loader:
+def make_loader(
+    version_dir: str | os.PathLike,
+    split: str,
+    cfg: LoaderConfig | None = None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    epoch: int = 0,
+    train: bool | None = None,
+    return_keys: bool = False,
+) -> Loader:
     """Batches of (images float32 NCHW normalised, labels int64[, keys]) for ``rank`` of ``world_size``."""
     cfg = cfg or LoaderConfig()
     if split not in SPLITS:
@@ -182,13 +205,25 @@ def make_loader(version_dir: str | os.PathLike, split: str, cfg: LoaderConfig | 
     if cfg.gpu_decode:
         decode, collate = raw_bytes, bytes_collate
     else:
-        transform = build_transform(cfg.image_size, train, scale=cfg.crop_scale, hflip=cfg.hflip,
-                                    crop_ratio=cfg.eval_crop_ratio)
+        transform = build_transform(
+            cfg.image_size, train, scale=cfg.crop_scale, hflip=cfg.hflip, crop_ratio=cfg.eval_crop_ratio
+        )
         decode = ImageDecoder(transform, target if cfg.decoder == "pil" else None)
         collate = uint8_collate
-    stream = ShardStream(shards, rank=rank, world=world_size, workers=cfg.num_workers, train=train,
-                         batch_size=cfg.batch_size, steps=num_batches, seed=cfg.seed, epoch=epoch,
-                         shuffle_buffer=cfg.shuffle_buffer, decode=decode, collate=collate)
+    stream = ShardStream(
+        shards,
+        rank=rank,
+        world=world_size,
+        workers=cfg.num_workers,
+        train=train,
+        batch_size=cfg.batch_size,
+        steps=num_batches,
+        seed=cfg.seed,
+        epoch=epoch,
+        shuffle_buffer=cfg.shuffle_buffer,
+        decode=decode,
+        collate=collate,
+    )
     return Loader(stream, cfg, num_batches, train, return_keys)
 
 

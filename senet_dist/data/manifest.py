@@ -35,7 +35,13 @@ MANIFEST_SCHEMA = pa.schema(
     ]
 )
 REJECTED_SCHEMA = pa.schema(
-    [("path", pa.string()), ("class_name", pa.string()), ("reason", pa.string()), ("bytes", pa.int64()), ("sha256", pa.string())]
+    [
+        ("path", pa.string()),
+        ("class_name", pa.string()),
+        ("reason", pa.string()),
+        ("bytes", pa.int64()),
+        ("sha256", pa.string()),
+    ]
 )
 
 
@@ -61,8 +67,12 @@ def list_versions(out: str | os.PathLike) -> list[Path]:
     out = Path(out)
     if not out.is_dir():
         return []
-    found = [p for p in out.iterdir() if p.is_dir() and VERSION_RE.match(p.name) and (p / "dataset.json").is_file()]
-    return sorted(found, key=lambda p: int(VERSION_RE.match(p.name).group(1)))
+    found = [
+        (int(m.group(1)), p)
+        for p in out.iterdir()
+        if p.is_dir() and (m := VERSION_RE.match(p.name)) and (p / "dataset.json").is_file()
+    ]
+    return [p for _, p in sorted(found)]
 
 
 def latest_version(out: str | os.PathLike) -> Path | None:

@@ -60,14 +60,18 @@ class ShardResult:
         return f"{state}: {self.version_dir.name} counts={self.counts} rejected={self.num_rejected}"
 
 
-def _prepare(src: str | os.PathLike, cfg: ShardConfig, cache_path: Path | None) -> tuple[SourceTree, dict[str, str], str]:
+def _prepare(
+    src: str | os.PathLike, cfg: ShardConfig, cache_path: Path | None
+) -> tuple[SourceTree, dict[str, str], str]:
     tree = scan_source(src, cfg.split_mode)
     assign_splits(tree.files, cfg.split_config(), tree.mode)  # raises for classes too small to split
     digests = hash_files(tree, threads=max(2, cfg.procs()), cache_path=cache_path)
     return tree, digests, compute_fingerprint(tree, digests, cfg.fingerprint_config())
 
 
-def fingerprint_source(src: str | os.PathLike, cfg: ShardConfig | None = None, *, cache_path: Path | None = None) -> str:
+def fingerprint_source(
+    src: str | os.PathLike, cfg: ShardConfig | None = None, *, cache_path: Path | None = None
+) -> str:
     """The fingerprint ``shard_dataset(src, out, cfg)`` would record, without decoding or writing shards."""
     return _prepare(src, cfg or ShardConfig(), cache_path)[2]
 
@@ -79,7 +83,7 @@ def _key(rel: str) -> str:
 
 def _ordered_work(tree: SourceTree, assigned: dict[str, str], seed: int) -> list[tuple[str, SourceFile]]:
     """Samples per split in a seeded shuffled order, so every shard mixes classes."""
-    work = []
+    work: list[tuple[str, SourceFile]] = []
     for split in SPLITS:
         members = [f for f in tree.files if assigned[f.rel] == split]
         random.Random(f"{seed}:{split}").shuffle(members)
@@ -109,19 +113,41 @@ def _write_version(tree: SourceTree, digests: dict[str, str], fp: str, cfg: Shar
     assigned = assign_splits(tree.files, cfg.split_config(), tree.mode)
     work = _ordered_work(tree, assigned, cfg.seed)
     writers = {s: RotatingShardWriter(build, s, cfg.max_count, cfg.max_bytes) for s in SPLITS}
-    rows, rejected = [], []
+    rows: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
     with _progress(cfg.progress, len(work)) as bar:
         task = bar.add_task("encoding images", total=len(work)) if bar else None
-        for (split, f), res in zip(work, _encoded(tree, work, cfg)):
+        for (split, f), res in zip(work, _encoded(tree, work, cfg), strict=True):
             if isinstance(res, Rejected):
-                rejected.append({"path": f.rel, "class_name": f.class_name, "reason": res.reason, "bytes": res.src_bytes, "sha256": res.sha256})
+                rejected.append(
+                    {
+                        "path": f.rel,
+                        "class_name": f.class_name,
+                        "reason": res.reason,
+                        "bytes": res.src_bytes,
+                        "sha256": res.sha256,
+                    }
+                )
             else:
                 key = _key(f.rel)
                 shard = writers[split].write(key, res.ext, res.data, f.label)
-                rows.append({"key": key, "path": f.rel, "class_name": f.class_name, "label": f.label, "split": split,
-                             "shard": shard, "bytes": res.src_bytes, "sha256": res.sha256, "width": res.width,
-                             "height": res.height, "stored_bytes": len(res.data), "stored_width": res.stored_width,
-                             "stored_height": res.stored_height})
+                rows.append(
+                    {
+                        "key": key,
+                        "path": f.rel,
+                        "class_name": f.class_name,
+                        "label": f.label,
+                        "split": split,
+                        "shard": shard,
+                        "bytes": res.src_bytes,
+                        "sha256": res.sha256,
+                        "width": res.width,
+                        "height": res.height,
+                        "stored_bytes": len(res.data),
+                        "stored_width": res.stored_width,
+                        "stored_height": res.stored_height,
+                    }
+                )
             if bar:
                 bar.advance(task)
     for w in writers.values():
@@ -132,19 +158,31 @@ def _write_version(tree: SourceTree, digests: dict[str, str], fp: str, cfg: Shar
     if counts["train"] == 0:
         raise DatasetError(f"no usable training images in {tree.root}: all {len(rejected)} candidates were rejected")
     if rejected:
-        log.warning("quarantined %d bad image(s) into rejected.parquet (e.g. %s: %s)", len(rejected), rejected[0]["path"], rejected[0]["reason"])
+        log.warning(
+            "quarantined %d bad image(s) into rejected.parquet (e.g. %s: %s)",
+            len(rejected),
+            rejected[0]["path"],
+            rejected[0]["reason"],
+        )
     write_table(rows, MANIFEST_SCHEMA, build / "manifest.parquet")
     write_table(rejected, REJECTED_SCHEMA, build / "rejected.parquet")
     class_counts = {s: {c: 0 for c in tree.classes} for s in SPLITS}
     for r in rows:
         class_counts[r["split"]][r["class_name"]] += 1
     return {
-        "fingerprint": fp, "classes": tree.classes, "counts": counts, "class_counts": class_counts,
+        "fingerprint": fp,
+        "classes": tree.classes,
+        "counts": counts,
+        "class_counts": class_counts,
         "shards": {s: writers[s].names for s in SPLITS},
         "shard_counts": {n: c for w in writers.values() for n, c in w.counts.items()},
-        "num_rejected": len(rejected), "num_ignored": len(tree.ignored), "source": str(tree.root),
-        "split_mode": tree.mode, **cfg.fingerprint_config(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "schema": 1,
+        "num_rejected": len(rejected),
+        "num_ignored": len(tree.ignored),
+        "source": str(tree.root),
+        "split_mode": tree.mode,
+        **cfg.fingerprint_config(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "schema": 1,
     }
 
 
@@ -158,8 +196,15 @@ def shard_dataset(src: str | os.PathLike, out: str | os.PathLike, cfg: ShardConf
         info = DatasetInfo.load(current)
         if info.fingerprint == fp:
             log.info("unchanged: %s already holds fingerprint %s", current.name, fp[:12])
-            return ShardResult(current, fp, False, info.counts, info.num_rejected, len(tree.ignored),
-                               {s: [p.name for p in ps] for s, ps in info.shards.items()})
+            return ShardResult(
+                current,
+                fp,
+                False,
+                info.counts,
+                info.num_rejected,
+                len(tree.ignored),
+                {s: [p.name for p in ps] for s, ps in info.shards.items()},
+            )
     out.mkdir(parents=True, exist_ok=True)
     sweep_stale_builds(out)
     build = Path(tempfile.mkdtemp(dir=out, prefix=f"{BUILD_PREFIX}{_host()}-{os.getpid()}-"))
@@ -191,7 +236,7 @@ def sweep_stale_builds(out: Path) -> list[Path]:
     live process (a concurrent shard run) is kept, and so is any name this code did not write."""
     removed = []
     for d in out.glob(f"{BUILD_PREFIX}*"):
-        parts = d.name[len(BUILD_PREFIX):].rsplit("-", 2)
+        parts = d.name[len(BUILD_PREFIX) :].rsplit("-", 2)
         if len(parts) != 3 or parts[0] != _host() or not parts[1].isdigit() or _alive(int(parts[1])):
             continue
         shutil.rmtree(d, ignore_errors=True)

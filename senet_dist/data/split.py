@@ -45,7 +45,9 @@ def _sizes(n: int, fractions: tuple[float, ...], class_name: str, names: tuple[s
     return sizes
 
 
-def _stratify(files: list[SourceFile], fractions: tuple[float, ...], names: tuple[str, ...], seed: int) -> dict[str, str]:
+def _stratify(
+    files: list[SourceFile], fractions: tuple[float, ...], names: tuple[str, ...], seed: int
+) -> dict[str, str]:
     by_class: dict[str, list[SourceFile]] = defaultdict(list)
     for f in files:
         by_class[f.class_name].append(f)
@@ -53,7 +55,7 @@ def _stratify(files: list[SourceFile], fractions: tuple[float, ...], names: tupl
     for class_name, members in sorted(by_class.items()):
         members.sort(key=lambda f: _rank(seed, f.rel))
         start = 0
-        for name, size in zip(names, _sizes(len(members), fractions, class_name, names)):
+        for name, size in zip(names, _sizes(len(members), fractions, class_name, names), strict=True):
             for f in members[start : start + size]:
                 assigned[f.rel] = name
             start += size

@@ -172,7 +172,9 @@ class ShardStream(IterableDataset):
         except ShardReadError:
             raise
         except Exception as exc:  # undecodable image inside an otherwise intact shard
-            raise ShardReadError(f"shard {sample.get('__url__')}: cannot decode sample {sample.get('__key__')}: {exc}") from exc
+            raise ShardReadError(
+                f"shard {sample.get('__url__')}: cannot decode sample {sample.get('__key__')}: {exc}"
+            ) from exc
 
     def __iter__(self) -> Iterator[Any]:
         slot = self._slot()
@@ -183,14 +185,16 @@ class ShardStream(IterableDataset):
             samples = self._shuffled(self._train_samples(slot), rng, self._buffer_size(slot))
             limit = split_evenly(self.steps, slot.workers, slot.worker) * self.batch_size
         else:
-            samples, limit = self._eval_samples(slot), math.inf
+            samples, limit = self._eval_samples(slot), math.inf  # type: ignore[assignment]  # int or no limit
         items, labels, keys = [], [], []
         emitted = 0
         for sample in samples:
             if emitted >= limit:
                 break
             item, label, key = self._decoded(sample)
-            items.append(item), labels.append(label), keys.append(key)
+            items.append(item)
+            labels.append(label)
+            keys.append(key)
             emitted += 1
             if len(items) == self.batch_size:
                 yield self.collate(items, labels, keys)

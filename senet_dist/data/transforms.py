@@ -19,8 +19,14 @@ def eval_resize(image_size: int, crop_ratio: float = 0.875) -> int:
     return int(image_size / crop_ratio)
 
 
-def build_transform(image_size: int, train: bool, *, scale: tuple[float, float] = (0.08, 1.0), hflip: bool = True,
-                    crop_ratio: float = 0.875) -> v2.Compose:
+def build_transform(
+    image_size: int,
+    train: bool,
+    *,
+    scale: tuple[float, float] = (0.08, 1.0),
+    hflip: bool = True,
+    crop_ratio: float = 0.875,
+) -> v2.Compose:
     """uint8 CHW image (tensor or PIL) -> uint8 CHW tensor of image_size x image_size (normalised per batch)."""
     if train:
         ops: list[Any] = [v2.RandomResizedCrop(image_size, scale=scale, antialias=True)]

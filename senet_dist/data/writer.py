@@ -33,8 +33,10 @@ class RotatingShardWriter:
 
     def write(self, key: str, ext: str, data: bytes, label: int) -> str:
         size = len(data) + _TAR_OVERHEAD
-        if self._tar is None or self.counts[self.names[-1]] >= self.max_count or (
-            self._bytes + size > self.max_bytes and self.counts[self.names[-1]] > 0
+        if (
+            self._tar is None
+            or self.counts[self.names[-1]] >= self.max_count
+            or (self._bytes + size > self.max_bytes and self.counts[self.names[-1]] > 0)
         ):
             self._rotate()
         assert self._tar is not None

@@ -18,8 +18,8 @@ from senet_dist.models.se import SqueezeExcite
 STEMS = ("imagenet", "cifar")
 
 
-def _conv_bn(cin: int, cout: int, k: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout)]
+def _conv_bn(cin: int, cout: int, k: int, stride: int = 1) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    return nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout)
 
 
 def _shortcut(cin: int, cout: int, stride: int) -> nn.Module:

@@ -38,7 +38,8 @@ def model_row(name: str, image_size: int | None = None, num_classes: int = 1000)
     check_model_name(name)
     with torch.device("meta"):
         model = create_model(name, num_classes=num_classes)
-    size = image_size or getattr(model, "default_image_size", 224)
+    default: int = getattr(model, "default_image_size", 224)
+    size = image_size or default
     flops = count_flops(model, size)
     return {"name": name, "params": count_params(model), "image_size": size, "gflops": round(flops / 1e9, 3)}
 

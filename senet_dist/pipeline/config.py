@@ -18,7 +18,8 @@ ARTIFACTS_ENV = "SENET_ARTIFACTS"
 
 
 def default_artifacts() -> str:
-    """Where tables, reports and Ray checkpoints go unless a run says otherwise: ``$SENET_ARTIFACTS``, else ./artifacts."""
+    """Where tables, reports and Ray checkpoints go unless a run says otherwise: ``$SENET_ARTIFACTS``, else
+    ./artifacts."""
     return os.environ.get(ARTIFACTS_ENV) or "artifacts"
 
 
@@ -64,8 +65,9 @@ class PipelineConfig(Section):
         for name in self.model_kwargs:  # entries for variants not trained this run are fine; typos are not
             check_model_name(name)
         if _builtin(self.data) is None and not Path(self.data).expanduser().is_dir():
+            builtins = ", ".join(list_datasets())
             raise FileNotFoundError(
-                f"data {self.data!r} is neither an ImageFolder directory nor a built-in dataset ({', '.join(list_datasets())})"
+                f"data {self.data!r} is neither an ImageFolder directory nor a built-in dataset ({builtins})"
             )
         return self
 

@@ -28,8 +28,15 @@ def config_json(train_cfg: TrainConfig) -> str:
     return json.dumps(train_cfg.to_dict(), sort_keys=True)
 
 
-def run_id_for(store: ArtifactStore, variant: str, fingerprint: str, cfg: PipelineConfig,
-               flow_run_id: str | None = None, *, finished: Callable[[str], bool] = lambda _: False) -> str:
+def run_id_for(
+    store: ArtifactStore,
+    variant: str,
+    fingerprint: str,
+    cfg: PipelineConfig,
+    flow_run_id: str | None = None,
+    *,
+    finished: Callable[[str], bool] = lambda _: False,
+) -> str:
     """Resume before restarting: the newest unfinished run (``running`` when its driver was killed, or ``failed``)
     of this variant on the same data and config keeps its id, so Ray Train continues from its last checkpoint.
 
@@ -37,10 +44,14 @@ def run_id_for(store: ArtifactStore, variant: str, fingerprint: str, cfg: Pipeli
     are adopted: a run another live flow is training is never shared."""
     wanted = config_json(cfg.train_config(variant))
     unfinished = [
-        row for row in store.runs_latest().to_pylist()
-        if row["variant"] == variant and row["dataset_fingerprint"] == fingerprint
-        and row["config_json"] == wanted and row["status"] in ("running", "failed")
-        and row["flow_run_id"] and (row["flow_run_id"] == flow_run_id or finished(row["flow_run_id"]))
+        row
+        for row in store.runs_latest().to_pylist()
+        if row["variant"] == variant
+        and row["dataset_fingerprint"] == fingerprint
+        and row["config_json"] == wanted
+        and row["status"] in ("running", "failed")
+        and row["flow_run_id"]
+        and (row["flow_run_id"] == flow_run_id or finished(row["flow_run_id"]))
     ]
     if unfinished:
         return max(unfinished, key=lambda r: r["updated_at"])["run_id"]

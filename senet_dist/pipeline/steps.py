@@ -61,8 +61,20 @@ def prepare_dataset(cfg: PipelineConfig, store: ArtifactStore) -> ShardResult:
     result = shard_dataset(src, shards_root, cfg.shard)
     if result.changed or store.latest("datasets", "fingerprint", result.fingerprint) is None:
         info = DatasetInfo.load(result.version_dir)
-        store.append("datasets", [dataset_row(info.version, info.fingerprint, info.classes, info.counts, source=str(src),
-                                              uri=str(result.version_dir), num_rejected=result.num_rejected)])
+        store.append(
+            "datasets",
+            [
+                dataset_row(
+                    info.version,
+                    info.fingerprint,
+                    info.classes,
+                    info.counts,
+                    source=str(src),
+                    uri=str(result.version_dir),
+                    num_rejected=result.num_rejected,
+                )
+            ],
+        )
     return result
 
 
@@ -84,25 +96,54 @@ def train_variant(
     train_cfg = cfg.train_config(variant).validate(version_dir)
     started = utcnow()
     base_row = {
-        "run_id": run_id, "flow_run_id": flow_run_id, "variant": variant, "config_json": config_json(train_cfg),
-        "config_yaml": train_cfg.to_yaml(), "dataset_version": info.version, "dataset_fingerprint": info.fingerprint,
+        "run_id": run_id,
+        "flow_run_id": flow_run_id,
+        "variant": variant,
+        "config_json": config_json(train_cfg),
+        "config_yaml": train_cfg.to_yaml(),
+        "dataset_version": info.version,
+        "dataset_fingerprint": info.fingerprint,
         "started_at": started,
     }
     store.append("runs", [{**base_row, "status": "running", "updated_at": started}])
     t0 = time.perf_counter()
     try:
-        result = fit(variant, version_dir, train_cfg, storage_path=join(cfg.artifacts_abs, "ray"), run_name=run_id,
-                     session=session, ray_address=cfg.ray_address)
+        result = fit(
+            variant,
+            version_dir,
+            train_cfg,
+            storage_path=join(cfg.artifacts_abs, "ray"),
+            run_name=run_id,
+            session=session,
+            ray_address=cfg.ray_address,
+        )
         return _record_success(store, base_row, result, version_dir, cfg, time.perf_counter() - t0)
     except BaseException as exc:
         ended = utcnow()
-        store.append("runs", [{**base_row, "status": "failed", "ended_at": ended, "updated_at": ended,
-                               "wall_seconds": time.perf_counter() - t0, "error": f"{type(exc).__name__}: {exc}"}])
+        store.append(
+            "runs",
+            [
+                {
+                    **base_row,
+                    "status": "failed",
+                    "ended_at": ended,
+                    "updated_at": ended,
+                    "wall_seconds": time.perf_counter() - t0,
+                    "error": f"{type(exc).__name__}: {exc}",
+                }
+            ],
+        )
         raise
 
 
-def _record_success(store: ArtifactStore, base_row: dict[str, Any], result: FitResult, version_dir: Path,
-                    cfg: PipelineConfig, wall: float) -> VariantSummary:
+def _record_success(
+    store: ArtifactStore,
+    base_row: dict[str, Any],
+    result: FitResult,
+    version_dir: Path,
+    cfg: PipelineConfig,
+    wall: float,
+) -> VariantSummary:
     """Evaluate the best checkpoint, write plots/report next to the tables, append every table's rows."""
     from senet_dist.evaluate import evaluate_checkpoint
     from senet_dist.plots import plot_confusion_matrix, plot_curves
@@ -124,14 +165,33 @@ def _record_success(store: ArtifactStore, base_row: dict[str, Any], result: FitR
     _append_new(store, "checkpoints", run_id, checkpoint_rows(run_id, result.checkpoints), "uri")
     store.append("evaluations", [{**report.to_dict(), "split": report.split}])
     ended = utcnow()
-    store.append("runs", [{**base_row, "status": "completed", "ended_at": ended, "updated_at": ended,
-                           "best_checkpoint_uri": result.best_checkpoint, "num_params": result.num_params,
-                           "epochs_completed": result.epochs_completed, "wall_seconds": wall}])
+    store.append(
+        "runs",
+        [
+            {
+                **base_row,
+                "status": "completed",
+                "ended_at": ended,
+                "updated_at": ended,
+                "best_checkpoint_uri": result.best_checkpoint,
+                "num_params": result.num_params,
+                "epochs_completed": result.epochs_completed,
+                "wall_seconds": wall,
+            }
+        ],
+    )
     return VariantSummary(
-        variant=base_row["variant"], run_id=run_id, accuracy=report.accuracy, macro_f1=report.macro_f1,
-        params=result.num_params, img_per_s=round(report.img_per_s, 1), epochs=result.epochs_completed,
-        wall_seconds=round(wall, 1), reports=reports_uri,
-        confusion_matrix=report.confusion_matrix.astype(int).tolist(), class_names=list(report.classes),
+        variant=base_row["variant"],
+        run_id=run_id,
+        accuracy=report.accuracy,
+        macro_f1=report.macro_f1,
+        params=result.num_params,
+        img_per_s=round(report.img_per_s, 1),
+        epochs=result.epochs_completed,
+        wall_seconds=round(wall, 1),
+        reports=reports_uri,
+        confusion_matrix=report.confusion_matrix.astype(int).tolist(),
+        class_names=list(report.classes),
     )
 
 
@@ -162,7 +222,14 @@ def checkpoint_rows(run_id: str, checkpoints: list[str]) -> list[dict[str, Any]]
     for uri in checkpoints:
         meta = json.loads(read_bytes(join(uri, META_FILE)))
         weights = read_bytes(join(uri, CHECKPOINT_FILE))
-        rows.append({"run_id": run_id, "epoch": int(meta["epoch"]), "uri": str(uri),
-                     "val_acc": meta.get("metrics", {}).get("val_acc"), "bytes": tree_bytes(uri),
-                     "sha256": hashlib.sha256(weights).hexdigest()})
+        rows.append(
+            {
+                "run_id": run_id,
+                "epoch": int(meta["epoch"]),
+                "uri": str(uri),
+                "val_acc": meta.get("metrics", {}).get("val_acc"),
+                "bytes": tree_bytes(uri),
+                "sha256": hashlib.sha256(weights).hexdigest(),
+            }
+        )
     return rows

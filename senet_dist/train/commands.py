@@ -47,12 +47,15 @@ def train_command(
     cfg = load_config(model, config, sets)
     version_dir = resolve_version(data)
     cfg.validate(version_dir)
-    console.print(f"[bold]training[/] {cfg.model} on {version_dir} with {cfg.num_workers} worker(s), "
-                  f"{cfg.epochs} epoch(s), global batch {cfg.batch_size}")
+    console.print(
+        f"[bold]training[/] {cfg.model} on {version_dir} with {cfg.num_workers} worker(s), "
+        f"{cfg.epochs} epoch(s), global batch {cfg.batch_size}"
+    )
     try:
         with console.status("training under Ray Train ..."):
-            result = fit(cfg.model, version_dir, cfg, storage_path=storage_path, run_name=run_name,
-                         ray_address=ray_address)
+            result = fit(
+                cfg.model, version_dir, cfg, storage_path=storage_path, run_name=run_name, ray_address=ray_address
+            )
     except TrainingError as exc:
         if isinstance(exc.result, FitResult) and exc.result.history:
             console.print(history_table(exc.result.history))
@@ -68,8 +71,16 @@ def history_table(history: Sequence[EpochMetrics]) -> Table:
     for col in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "img/s", "s"):
         table.add_column(col, justify="right")
     for h in history:
-        table.add_row(str(h.epoch), f"{h.train_loss:.4f}", f"{h.train_acc:.4f}", f"{h.val_loss:.4f}",
-                      f"{h.val_acc:.4f}", f"{h.lr:.4g}", f"{h.img_per_s:.0f}", f"{h.epoch_seconds:.1f}")
+        table.add_row(
+            str(h.epoch),
+            f"{h.train_loss:.4f}",
+            f"{h.train_acc:.4f}",
+            f"{h.val_loss:.4f}",
+            f"{h.val_acc:.4f}",
+            f"{h.lr:.4g}",
+            f"{h.img_per_s:.0f}",
+            f"{h.epoch_seconds:.1f}",
+        )
     return table
 
 
@@ -99,8 +110,10 @@ def evaluate_command(
         table.add_row(c.class_name, f"{c.precision:.4f}", f"{c.recall:.4f}", f"{c.f1:.4f}", str(c.support))
     console.print(table)
     top = f", top-5 {report.top_k_accuracy:.4f}" if report.top_k_accuracy is not None else ""
-    console.print(f"macro F1 {report.macro_f1:.4f}{top}; {report.latency_ms_per_image:.3f} ms/image "
-                  f"({report.img_per_s:.0f} img/s)")
+    console.print(
+        f"macro F1 {report.macro_f1:.4f}{top}; {report.latency_ms_per_image:.3f} ms/image "
+        f"({report.img_per_s:.0f} img/s)"
+    )
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

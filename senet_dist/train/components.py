@@ -51,7 +51,7 @@ def build_components(
     optimizer = build_optimizer(core, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     if cfg.compile:
-        model = torch.compile(model)
+        model = torch.compile(model)  # type: ignore[assignment]  # a compiled module is called like the module
     opts = StepOptions(
         device=device,
         amp=Amp.create(cfg.resolved_precision(on_gpu), device),

@@ -46,8 +46,11 @@ class TrainConfig(Section):
 
     TITLE: ClassVar[str] = "training config"
     SHORTHANDS: ClassVar[dict[str, str]] = {
-        "lr": "optimizer.lr", "weight_decay": "optimizer.weight_decay", "momentum": "optimizer.momentum",
-        "warmup_epochs": "schedule.warmup_epochs", "loader_workers": "loader.num_workers",
+        "lr": "optimizer.lr",
+        "weight_decay": "optimizer.weight_decay",
+        "momentum": "optimizer.momentum",
+        "warmup_epochs": "schedule.warmup_epochs",
+        "loader_workers": "loader.num_workers",
     }
     model: str = "se_resnet18"
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -107,8 +110,12 @@ class TrainConfig(Section):
 
     def loader_config(self) -> LoaderConfig:
         """One rank's data loader settings: the ``loader`` section plus this run's batch, size and seed."""
-        return LoaderConfig(**self.loader.model_dump(), batch_size=self.per_worker_batch_size,
-                            image_size=self.image_size, seed=self.seed)
+        return LoaderConfig(
+            **self.loader.model_dump(),
+            batch_size=self.per_worker_batch_size,
+            image_size=self.image_size,
+            seed=self.seed,
+        )
 
     # ---- checks that need more than the values ------------------------------------------------
     def validate(self, version_dir: str | Path | None = None) -> TrainConfig:  # type: ignore[override]

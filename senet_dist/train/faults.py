@@ -34,12 +34,14 @@ class FaultPlan:
         try:
             return cls(**json.loads(raw))
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{FAULT_ENV}: expected JSON like {{\"rank\": 1, \"marker\": PATH}}: {exc}") from None
+            raise ConfigError(f'{FAULT_ENV}: expected JSON like {{"rank": 1, "marker": PATH}}: {exc}') from None
 
     def to_env(self) -> str:
         return json.dumps(self.__dict__)
 
-    def hook(self, rank: int, epoch: int, before_kill: Callable[[], object] | None = None) -> Callable[[int], None] | None:
+    def hook(
+        self, rank: int, epoch: int, before_kill: Callable[[], object] | None = None
+    ) -> Callable[[int], None] | None:
         """The per-step callback for ``rank`` in ``epoch``, or None when this plan does not fire there.
 
         ``before_kill`` lets the worker wait until Ray has registered every reported checkpoint: a crash that lands

@@ -63,8 +63,9 @@ def fit(
         start = time.perf_counter()
         ray_session.check_resources(cfg)
         write_bytes(join(storage, name, CONFIG_FILE), cfg.to_yaml().encode())  # only now: a refusal writes nothing
-        trainer = TorchTrainer(train_func_per_worker, train_loop_config={"args": args},
-                               **_trainer_options(cfg, name, ray_path, ray_fs))
+        trainer = TorchTrainer(
+            train_func_per_worker, train_loop_config={"args": args}, **_trainer_options(cfg, name, ray_path, ray_fs)
+        )
         try:
             result = trainer.fit()
             error = result.error
@@ -72,8 +73,11 @@ def fit(
             result, error = None, exc
         summary = _summarise(result, name, storage, time.perf_counter() - start)
     if error is not None:
-        raise TrainingError(f"training {variant} failed: {type(error).__name__}: {error}",
-                            retryable=not _permanent(error), result=summary) from error
+        raise TrainingError(
+            f"training {variant} failed: {type(error).__name__}: {error}",
+            retryable=not _permanent(error),
+            result=summary,
+        ) from error
     return summary
 
 
@@ -84,12 +88,16 @@ def _trainer_options(cfg: TrainConfig, name: str, ray_path: str, ray_fs: Any) ->
 
     return {
         "torch_config": TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
-        "scaling_config": ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                        resources_per_worker=cfg.resources_per_worker),
+        "scaling_config": ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=cfg.resources_per_worker
+        ),
         "run_config": RunConfig(
-            name=name, storage_path=ray_path, storage_filesystem=ray_fs,
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_best_n, checkpoint_score_attribute="val_acc",
-                                               checkpoint_score_order="max"),
+            name=name,
+            storage_path=ray_path,
+            storage_filesystem=ray_fs,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.keep_best_n, checkpoint_score_attribute="val_acc", checkpoint_score_order="max"
+            ),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
         ),
     }

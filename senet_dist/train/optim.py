@@ -16,7 +16,8 @@ from senet_dist.train.config import ScheduleConfig, TrainConfig
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Decay conv/linear weights only: decaying BN scales and biases hurts accuracy for no regularisation gain."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim > 1 else no_decay).append(p)
@@ -29,7 +30,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
     if o.name == "adamw":
-        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+        return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas)
     raise ValueError(f"unknown optimizer {o.name!r}")
 
 

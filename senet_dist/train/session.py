@@ -44,8 +44,9 @@ class RaySession:
     a wait for an autoscaler. None means: True exactly when this session started a local Ray.
     """
 
-    def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
-                 fixed_size: bool | None = None) -> None:
+    def __init__(
+        self, address: str | None = None, *, num_cpus: int | None = None, fixed_size: bool | None = None
+    ) -> None:
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.num_cpus = num_cpus
         self._fixed_size = fixed_size
@@ -114,12 +115,16 @@ class RaySession:
             return
         if cfg.use_gpu and "GPU" in short:
             need, got = short["GPU"]
-            raise ResourceError(f"use_gpu=true needs {need:g} GPU(s) for {cfg.num_workers} worker(s) but the Ray "
-                                f"cluster has {got:g}; set use_gpu=false (--set use_gpu=false) to train on CPU")
+            raise ResourceError(
+                f"use_gpu=true needs {need:g} GPU(s) for {cfg.num_workers} worker(s) but the Ray "
+                f"cluster has {got:g}; set use_gpu=false (--set use_gpu=false) to train on CPU"
+            )
         what = ", ".join(f"{need:g} {k} (the Ray cluster has {got:g})" for k, (need, got) in short.items())
         if self.fixed_size:
-            raise ResourceError(f"{cfg.num_workers} worker(s) need {what}: lower num_workers (--set num_workers=N) "
-                                "or each worker's share (resources_per_worker, e.g. {CPU: 0.5})")
+            raise ResourceError(
+                f"{cfg.num_workers} worker(s) need {what}: lower num_workers (--set num_workers=N) "
+                "or each worker's share (resources_per_worker, e.g. {CPU: 0.5})"
+            )
         log.warning("%d worker(s) need %s; waiting for the cluster to grow (autoscaler)", cfg.num_workers, what)
 
 

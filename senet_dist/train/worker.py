@@ -50,8 +50,12 @@ class RunState:
         return patience is not None and self.bad_epochs >= patience
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "best_val_acc": self.best_val_acc, "bad_epochs": self.bad_epochs,
-                "history": [h.to_dict() for h in self.history]}
+        return {
+            "epoch": self.epoch,
+            "best_val_acc": self.best_val_acc,
+            "bad_epochs": self.bad_epochs,
+            "history": [h.to_dict() for h in self.history],
+        }
 
 
 def train_func_per_worker(config: dict[str, Any]) -> None:
@@ -71,21 +75,39 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
         steps = min(steps, cfg.max_steps_per_epoch)
     if steps < 1:
         raise RuntimeError(f"train split of {version_dir} yields no full batch of {lcfg.batch_size} per rank")
-    comp = build_components(cfg, info.num_classes, ray.train.torch.get_device(), steps,
-                            wrap=ray.train.torch.prepare_model)
+    comp = build_components(
+        cfg, info.num_classes, ray.train.torch.get_device(), steps, wrap=ray.train.torch.prepare_model
+    )
     run = _resume(comp)
     for epoch in range(run.epoch + 1, cfg.epochs + 1):
         hook = args.fault.hook(rank, epoch, before_kill=_wait_for_reported_checkpoints) if args.fault else None
         start, lr = time.perf_counter(), comp.optimizer.param_groups[0]["lr"]  # lr this epoch starts at
-        tr = train_epoch(comp.model, loader("train", epoch, True), comp.criterion, comp.optimizer,
-                         comp.scheduler, comp.opts, on_step=hook).reduce()
+        tr = train_epoch(
+            comp.model,
+            loader("train", epoch, True),
+            comp.criterion,
+            comp.optimizer,
+            comp.scheduler,
+            comp.opts,
+            on_step=hook,
+        ).reduce()
         va = eval_epoch(comp.core, loader("val", epoch, False), comp.eval_criterion, comp.opts).reduce()
         stop = run.should_stop(va.acc, cfg.patience) and epoch < cfg.epochs
         metrics = EpochMetrics(
-            epoch=epoch, train_loss=tr.loss, train_acc=tr.acc, val_loss=va.loss, val_acc=va.acc,
-            best_val_acc=run.best_val_acc, lr=lr, img_per_s=tr.count / max(tr.seconds, 1e-9), train_seconds=tr.seconds,
-            epoch_seconds=time.perf_counter() - start, steps=tr.steps, world_size=world,
-            resumed_from_epoch=run.resumed_from, stopped_early=stop,
+            epoch=epoch,
+            train_loss=tr.loss,
+            train_acc=tr.acc,
+            val_loss=va.loss,
+            val_acc=va.acc,
+            best_val_acc=run.best_val_acc,
+            lr=lr,
+            img_per_s=tr.count / max(tr.seconds, 1e-9),
+            train_seconds=tr.seconds,
+            epoch_seconds=time.perf_counter() - start,
+            steps=tr.steps,
+            world_size=world,
+            resumed_from_epoch=run.resumed_from,
+            stopped_early=stop,
         )
         run.history.append(metrics)
         run.epoch = epoch
@@ -107,12 +129,18 @@ def _resume(comp: Components) -> RunState:
         state = load_checkpoint(d, map_location="cpu")
     restore(comp, state)
     saved = state["run"]
-    return RunState(epoch=saved["epoch"], best_val_acc=saved["best_val_acc"], bad_epochs=saved["bad_epochs"],
-                    history=[EpochMetrics.from_dict(h) for h in saved["history"]], resumed_from=saved["epoch"])
+    return RunState(
+        epoch=saved["epoch"],
+        best_val_acc=saved["best_val_acc"],
+        bad_epochs=saved["bad_epochs"],
+        history=[EpochMetrics.from_dict(h) for h in saved["history"]],
+        resumed_from=saved["epoch"],
+    )
 
 
-def _report(metrics: EpochMetrics, comp: Components, cfg: TrainConfig, info: DatasetInfo, run: RunState,
-            rank: int) -> None:
+def _report(
+    metrics: EpochMetrics, comp: Components, cfg: TrainConfig, info: DatasetInfo, run: RunState, rank: int
+) -> None:
     """All ranks report (it is a barrier); rank 0 attaches the checkpoint, written to a temp dir Ray uploads."""
     if rank != 0:
         ray.train.report(metrics.to_dict(), checkpoint=None)

@@ -47,7 +47,9 @@ def test_lfw_subset_to_shards_and_loader(tmp_path: Path) -> None:
 def test_fashion_mnist_subset_keeps_official_test_split(tmp_path: Path) -> None:
     dest = fetch_dataset("fashion-mnist", tmp_path / "fm", limit_per_class=6, num_procs=1)
     assert sorted(p.name for p in (dest / "train").iterdir()) == sorted(FASHION_MNIST_CLASSES)
-    assert all(len(list((dest / split / c).glob("*.png"))) == 6 for split in ("train", "test") for c in FASHION_MNIST_CLASSES)
+    assert all(
+        len(list((dest / split / c).glob("*.png"))) == 6 for split in ("train", "test") for c in FASHION_MNIST_CLASSES
+    )
     img = Image.open(next((dest / "test" / "Bag").glob("*.png")))
     assert img.size == (28, 28) and img.mode == "L"
     before = {p: p.stat().st_mtime_ns for p in dest.rglob("*.png")}

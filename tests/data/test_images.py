@@ -72,7 +72,7 @@ def _unusual(tmp: Path) -> dict[str, Path]:
     tmp.mkdir(parents=True, exist_ok=True)
     out = {}
     Image.new("CMYK", (40, 30), (10, 200, 30, 5)).save(out.setdefault("cmyk", tmp / "cmyk.jpg"))
-    arr16 = (np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 50)
+    arr16 = np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 50
     Image.fromarray(arr16).save(out.setdefault("png16", tmp / "png16.png"))
     write_image(out.setdefault("gray", tmp / "gray.jpg"), mode="L")
     pal = Image.new("P", (40, 30), 1)

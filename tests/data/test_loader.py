@@ -26,16 +26,23 @@ def _version(tmp_path: Path, per_class: int, max_count: int, name: str = "v") ->
 def _eval_keys(vdir: Path, split: str, world: int, workers: int) -> list[str]:
     keys: list[str] = []
     for rank in range(world):
-        loader = make_loader(vdir, split, LoaderConfig(batch_size=4, image_size=16, num_workers=workers), rank=rank,
-                             world_size=world, return_keys=True)
+        loader = make_loader(
+            vdir,
+            split,
+            LoaderConfig(batch_size=4, image_size=16, num_workers=workers),
+            rank=rank,
+            world_size=world,
+            return_keys=True,
+        )
         got = [k for _, _, ks in loader for k in ks]
         assert len(got) > 0 or len(loader) == 0
         keys += got
     return keys
 
 
-@pytest.mark.parametrize(("per_class", "max_count", "world", "workers", "shards"),
-                         [(16, 6, 3, 0, 4), (8, 100, 2, 0, 1), (20, 6, 2, 2, 5)])
+@pytest.mark.parametrize(
+    ("per_class", "max_count", "world", "workers", "shards"), [(16, 6, 3, 0, 4), (8, 100, 2, 0, 1), (20, 6, 2, 2, 5)]
+)
 def test_eval_covers_every_sample_exactly_once(tmp_path: Path, per_class, max_count, world, workers, shards) -> None:
     vdir = _version(tmp_path, per_class, max_count)
     info = DatasetInfo.load(vdir)

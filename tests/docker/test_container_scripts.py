@@ -116,8 +116,9 @@ def test_healthcheck_runs_as_a_script() -> None:
 
 def _entrypoint(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PREFECT_API_URL")}
-    return subprocess.run(["bash", str(ENTRYPOINT), *args], capture_output=True, text=True, timeout=30,
-                          env={**base, **(env or {})})
+    return subprocess.run(
+        ["bash", str(ENTRYPOINT), *args], capture_output=True, text=True, timeout=30, env={**base, **(env or {})}
+    )
 
 
 def test_entrypoint_execs_plain_commands() -> None:
@@ -130,9 +131,15 @@ def test_entrypoint_without_command_explains_roles() -> None:
     assert proc.returncode == 64 and "ray-head" in proc.stderr
 
 
-@pytest.mark.parametrize(("role", "missing"), [("ray-worker", "RAY_ADDRESS"), ("prefect-worker", "RAY_ADDRESS"),
-                                                ("prefect-deploy", "PREFECT_API_URL"),
-                                                ("ray-driver", "RAY_ADDRESS")])
+@pytest.mark.parametrize(
+    ("role", "missing"),
+    [
+        ("ray-worker", "RAY_ADDRESS"),
+        ("prefect-worker", "RAY_ADDRESS"),
+        ("prefect-deploy", "PREFECT_API_URL"),
+        ("ray-driver", "RAY_ADDRESS"),
+    ],
+)
 def test_entrypoint_roles_require_their_addresses(role: str, missing: str) -> None:
     proc = _entrypoint(role)
     assert proc.returncode == 64 and missing in proc.stderr

@@ -33,7 +33,7 @@ def env_names(args: str) -> list[str]:
     """Variable names set by one ENV/ARG instruction (``K=V K2=V2``, ``K V`` or a bare ``ARG K``)."""
     if "=" not in args.split()[0]:
         return [args.split()[0]]
-    return re.findall(r'(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=', args)
+    return re.findall(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=", args)
 
 
 def pin(package: str) -> str:
@@ -105,8 +105,11 @@ def test_healthcheck_entrypoint_and_labels(ins: list[tuple[str, str]]) -> None:
     words = [w for w, _ in ins]
     assert "HEALTHCHECK" in words and "ENTRYPOINT" in words
     labels = " ".join(args for w, args in ins if w == "LABEL")
-    for key in ("org.opencontainers.image.title", "org.opencontainers.image.version",
-                "org.opencontainers.image.licenses"):
+    for key in (
+        "org.opencontainers.image.title",
+        "org.opencontainers.image.version",
+        "org.opencontainers.image.licenses",
+    ):
         assert key in labels
 
 
@@ -138,15 +141,25 @@ def test_copy_sources_exist_and_are_not_dockerignored(ins: list[tuple[str, str]]
             assert not is_ignored(src, patterns), f"COPY source {src} is excluded by .dockerignore"
 
 
-@pytest.mark.parametrize("path", [".venv/bin/python", "data/shards/x.tar", "runs/a", "artifacts/runs.parquet",
-                                  ".git/HEAD", ".pytest_cache/v", "tests/docker/test_compose.py",
-                                  "docker/.env", "senet_dist/__pycache__/a.pyc"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".venv/bin/python",
+        "data/shards/x.tar",
+        "runs/a",
+        "artifacts/runs.parquet",
+        ".git/HEAD",
+        ".pytest_cache/v",
+        "tests/docker/test_compose.py",
+        "docker/.env",
+        "senet_dist/__pycache__/a.pyc",
+    ],
+)
 def test_dockerignore_excludes_local_state(path: str) -> None:
     assert is_ignored(path, dockerignore_patterns())
 
 
-@pytest.mark.parametrize("path", ["pyproject.toml", "senet_dist/cli.py", "docker/entrypoint.sh",
-                                  "docker/.env.example"])
+@pytest.mark.parametrize("path", ["pyproject.toml", "senet_dist/cli.py", "docker/entrypoint.sh", "docker/.env.example"])
 def test_dockerignore_keeps_build_inputs(path: str) -> None:
     assert not is_ignored(path, dockerignore_patterns())
 
@@ -180,6 +193,8 @@ def _glob_to_regex(pattern: str) -> str:
         if seg == "**":
             out.append("(?:.*/)?" if i < len(pattern.split("/")) - 1 else ".*")
         else:
-            out.append(fnmatch.translate(seg).replace("(?s:", "(?:").removesuffix(r"\Z").replace(".*", "[^/]*")
-                       + ("/" if i < len(pattern.split("/")) - 1 else ""))
+            out.append(
+                fnmatch.translate(seg).replace("(?s:", "(?:").removesuffix(r"\Z").replace(".*", "[^/]*")
+                + ("/" if i < len(pattern.split("/")) - 1 else "")
+            )
     return "".join(out)

@@ -19,31 +19,52 @@ from tests.helpers import REPO, free_port, wait_until_healthy
 
 pytestmark = [pytest.mark.ray, pytest.mark.prefect, pytest.mark.timeout(900)]
 BIN = Path(sys.executable).parent
-TINY = {"train": {"epochs": 1, "num_workers": 2, "batch_size": 8, "image_size": 32, "loader_workers": 0},
-        "variants": ["se_resnet_tiny"], "shard": {"max_count": 8}}
+TINY = {
+    "train": {"epochs": 1, "num_workers": 2, "batch_size": 8, "image_size": 32, "loader_workers": 0},
+    "variants": ["se_resnet_tiny"],
+    "shard": {"max_count": 8},
+}
 
 
 @pytest.fixture()
 def prefect_server(tmp_path):
     """A real `prefect server start` and `prefect worker start --pool local-pool`, stopped worker-first."""
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_ENABLED": "false", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+    }
     env.pop("PREFECT_API_URL", None)
     port = free_port()
     env["PREFECT_API_URL"] = api = f"http://127.0.0.1:{port}/api"
     logs = tmp_path / "logs"
     logs.mkdir()
-    server = subprocess.Popen([BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=open(logs / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     procs = [server]
     try:
         wait_until_healthy(api + "/health", 120, "prefect server", interval=1, proc=server)
-        run = lambda *args: subprocess.run([BIN / "prefect", *args], env=env, cwd=REPO, check=True,  # noqa: E731
-                                           capture_output=True, text=True, timeout=300)
+
+        def run(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [BIN / "prefect", *args], env=env, cwd=REPO, check=True, capture_output=True, text=True, timeout=300
+            )
+
         run("work-pool", "create", "local-pool", "--type", "process")
         run("deploy", "--no-prompt", "--all")
-        worker = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "local-pool"], env=env, cwd=REPO,
-                                  stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [BIN / "prefect", "worker", "start", "--pool", "local-pool"],
+            env=env,
+            cwd=REPO,
+            stdout=open(logs / "worker.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
         procs.insert(0, worker)
         yield env, run, logs
     finally:
@@ -60,13 +81,15 @@ def _deployment_run(run, name: str, params: dict) -> subprocess.CompletedProcess
 
 
 def _latest_flow_run_state(env, flow_name: str) -> list[str]:
-    code = ("from prefect.client.orchestration import get_client\n"
-            "from prefect.client.schemas.filters import FlowFilter, FlowFilterName\n"
-            "from prefect.client.schemas.sorting import FlowRunSort\n"
-            "with get_client(sync_client=True) as c:\n"
-            f"    runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=['{flow_name}'])),"
-            " sort=FlowRunSort.START_TIME_DESC)\n"
-            "    print('\\n'.join(r.state.name for r in runs))\n")
+    code = (
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.client.schemas.filters import FlowFilter, FlowFilterName\n"
+        "from prefect.client.schemas.sorting import FlowRunSort\n"
+        "with get_client(sync_client=True) as c:\n"
+        f"    runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=['{flow_name}'])),"
+        " sort=FlowRunSort.START_TIME_DESC)\n"
+        "    print('\\n'.join(r.state.name for r in runs))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return out.stdout.split()
 
@@ -86,8 +109,13 @@ def test_deployment_run_and_data_change_trigger(prefect_server, lfw_source, tmp_
     store = ArtifactStore(str(tmp_path / "artifacts"))
     assert [r["status"] for r in store.runs_latest().to_pylist()] == ["completed"]
 
-    trigger = {"data": str(src), "shards": str(tmp_path / "shards"), "shard": TINY["shard"],
-               "deployment": "train-senet/quickstart", "parameters": params}
+    trigger = {
+        "data": str(src),
+        "shards": str(tmp_path / "shards"),
+        "shard": TINY["shard"],
+        "deployment": "train-senet/quickstart",
+        "parameters": params,
+    }
     out = _deployment_run(run, "check-data/on-data-change", trigger)
     assert "Unchanged" in out.stdout  # no change: the trigger does not start training
 

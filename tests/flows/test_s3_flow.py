@@ -16,9 +16,15 @@ pytestmark = [pytest.mark.ray, pytest.mark.prefect, pytest.mark.timeout(900)]
 
 def test_flow_with_s3_artifacts_root(prefect_harness, s3_bucket, lfw_source, tmp_path):
     root = f"s3://{s3_bucket}/senet"
-    state = train_senet(data=str(lfw_source), variants=["se_resnet_tiny"], shards=str(tmp_path / "shards"),
-                        artifacts=root, shard={"max_count": 8}, return_state=True,
-                        train={"epochs": 2, "num_workers": 2, "batch_size": 8, "loader_workers": 0, "keep_best_n": 1})
+    state = train_senet(
+        data=str(lfw_source),
+        variants=["se_resnet_tiny"],
+        shards=str(tmp_path / "shards"),
+        artifacts=root,
+        shard={"max_count": 8},
+        return_state=True,
+        train={"epochs": 2, "num_workers": 2, "batch_size": 8, "loader_workers": 0, "keep_best_n": 1},
+    )
     assert state.is_completed(), state.message
 
     store = ArtifactStore(root)

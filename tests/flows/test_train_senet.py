@@ -21,8 +21,17 @@ VARIANTS = ["se_resnet_tiny", "se_resnet_cifar"]
 
 
 def _run(src: Path, tmp: Path, train: dict | None = None, **kw):
-    return train_senet(data=str(src), variants=VARIANTS, shards=str(tmp / "shards"), artifacts=str(tmp / "artifacts"),
-                       train=train or TINY_TRAIN, model_kwargs=TINY_MODELS, shard={"max_count": 8}, return_state=True, **kw)
+    return train_senet(
+        data=str(src),
+        variants=VARIANTS,
+        shards=str(tmp / "shards"),
+        artifacts=str(tmp / "artifacts"),
+        train=train or TINY_TRAIN,
+        model_kwargs=TINY_MODELS,
+        shard={"max_count": 8},
+        return_state=True,
+        **kw,
+    )
 
 
 def _read_artifacts(keys: list[str]) -> dict[str, object]:
@@ -77,35 +86,58 @@ def test_flow_trains_stores_skips_and_retrains_on_change(prefect_harness, source
 
 
 def test_bad_parameters_fail_before_any_work(prefect_harness, source_copy, tmp_path):
-    state = train_senet(data=str(source_copy), variants=["se_resnet_9000"], shards=str(tmp_path / "s"),
-                        artifacts=str(tmp_path / "a"), return_state=True)
+    state = train_senet(
+        data=str(source_copy),
+        variants=["se_resnet_9000"],
+        shards=str(tmp_path / "s"),
+        artifacts=str(tmp_path / "a"),
+        return_state=True,
+    )
     assert state.is_failed()
     with pytest.raises(ValueError, match="se_resnet_9000.*valid names"):
         state.result()
     assert not (tmp_path / "s").exists() and not (tmp_path / "a").exists()
 
-    state = train_senet(data=str(tmp_path / "missing"), variants=["se_resnet_tiny"], shards=str(tmp_path / "s"),
-                        artifacts=str(tmp_path / "a"), return_state=True)
+    state = train_senet(
+        data=str(tmp_path / "missing"),
+        variants=["se_resnet_tiny"],
+        shards=str(tmp_path / "s"),
+        artifacts=str(tmp_path / "a"),
+        return_state=True,
+    )
     assert state.is_failed()
     with pytest.raises(FileNotFoundError, match="missing"):
         state.result()
 
-    state = train_senet(data=str(source_copy), variants=["se_resnet_tiny"], train={"epochs": -1},
-                        shards=str(tmp_path / "s"), artifacts=str(tmp_path / "a"), return_state=True)
+    state = train_senet(
+        data=str(source_copy),
+        variants=["se_resnet_tiny"],
+        train={"epochs": -1},
+        shards=str(tmp_path / "s"),
+        artifacts=str(tmp_path / "a"),
+        return_state=True,
+    )
     assert state.is_failed()
     with pytest.raises(ValueError, match="epochs"):
         state.result()
 
 
-def test_a_worker_group_the_machine_cannot_hold_fails_once_without_retry(prefect_harness, source_copy, tmp_path,
-                                                                        monkeypatch):
+def test_a_worker_group_the_machine_cannot_hold_fails_once_without_retry(
+    prefect_harness, source_copy, tmp_path, monkeypatch
+):
     from senet_dist.train import RaySession
 
     # as on the flow's own local Ray (also if a test Ray is up): a Ray that cannot grow
     monkeypatch.setattr(RaySession, "fixed_size", property(lambda self: True))
-    state = train_senet(data=str(source_copy), variants=["se_resnet_tiny"], shards=str(tmp_path / "shards"),
-                        artifacts=str(tmp_path / "artifacts"), train={**TINY_TRAIN, "num_workers": 64, "batch_size": 128},
-                        shard={"max_count": 8}, return_state=True)
+    state = train_senet(
+        data=str(source_copy),
+        variants=["se_resnet_tiny"],
+        shards=str(tmp_path / "shards"),
+        artifacts=str(tmp_path / "artifacts"),
+        train={**TINY_TRAIN, "num_workers": 64, "batch_size": 128},
+        shard={"max_count": 8},
+        return_state=True,
+    )
     assert state.is_failed() and "se_resnet_tiny" in state.message
     runs = ArtifactStore(str(tmp_path / "artifacts")).read("runs").to_pylist()
     assert [r["status"] for r in runs] == ["running", "failed"], runs  # one attempt: a ConfigError is not retried
@@ -115,9 +147,16 @@ def test_a_worker_group_the_machine_cannot_hold_fails_once_without_retry(prefect
 @pytest.mark.slow
 def test_a_failing_variant_does_not_lose_the_others(prefect_harness, source_copy, tmp_path):
     """se_resnet_cifar fails inside its Ray workers (bad kwargs, after Prefect's retry); se_resnet_tiny still lands."""
-    state = train_senet(data=str(source_copy), variants=VARIANTS, shards=str(tmp_path / "shards"),
-                        artifacts=str(tmp_path / "artifacts"), model_kwargs={"se_resnet_cifar": {"filters": 0}},
-                        train={**TINY_TRAIN, "max_failures": 0}, shard={"max_count": 8}, return_state=True)
+    state = train_senet(
+        data=str(source_copy),
+        variants=VARIANTS,
+        shards=str(tmp_path / "shards"),
+        artifacts=str(tmp_path / "artifacts"),
+        model_kwargs={"se_resnet_cifar": {"filters": 0}},
+        train={**TINY_TRAIN, "max_failures": 0},
+        shard={"max_count": 8},
+        return_state=True,
+    )
     assert state.is_failed() and "se_resnet_cifar" in state.message
     store = ArtifactStore(str(tmp_path / "artifacts"))
     latest = {r["variant"]: r for r in store.runs_latest().to_pylist()}
@@ -128,5 +167,7 @@ def test_a_failing_variant_does_not_lose_the_others(prefect_harness, source_copy
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["eval-se-resnet-tiny"])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["eval-se-resnet-tiny"]))
+        )
     assert any(latest["se_resnet_tiny"]["run_id"] in str(a.data) for a in found)  # published despite the failure

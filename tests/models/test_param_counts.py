@@ -61,7 +61,9 @@ def test_se_densenet121_count() -> None:
 
 def test_densenet121_se_head_count() -> None:
     se = _se_params(1024, 8, bias=False)
-    assert _params("densenet121_se_head", num_classes=3) == _tv_params(torchvision.models.densenet121, num_classes=3) + se
+    assert (
+        _params("densenet121_se_head", num_classes=3) == _tv_params(torchvision.models.densenet121, num_classes=3) + se
+    )
 
 
 def test_res_densenet_reference_count() -> None:

@@ -36,7 +36,9 @@ def test_zero_init_last_makes_blocks_start_as_identity_branches() -> None:
     with torch.no_grad():
         torch.testing.assert_close(block(x), torch.relu(x))
     default = create_model("se_resnet18", num_classes=3, width=8)
-    assert all(float(m.last_norm().weight.detach().abs().sum()) > 0 for m in default.modules() if isinstance(m, SEBasicBlock))
+    assert all(
+        float(m.last_norm().weight.detach().abs().sum()) > 0 for m in default.modules() if isinstance(m, SEBasicBlock)
+    )
 
 
 @pytest.mark.parametrize("name", ["se_resnet_tiny", "se_resnet_cifar"])
@@ -58,8 +60,11 @@ def test_drop_rate_is_active_only_in_training(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["se_resnet_tiny", "se_densenet121", "res_densenet", "se_resnet_cifar"])
 def test_in_chans(name: str) -> None:
-    kw = {"se_densenet121": {"growth_rate": 4, "num_init_features": 8},
-          "res_densenet": {"num_init_features": 4}, "se_resnet_cifar": {"filters": 8, "blocks": 1}}.get(name, {})
+    kw = {
+        "se_densenet121": {"growth_rate": 4, "num_init_features": 8},
+        "res_densenet": {"num_init_features": 4},
+        "se_resnet_cifar": {"filters": 8, "blocks": 1},
+    }.get(name, {})
     model = create_model(name, num_classes=2, in_chans=1, **kw).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 1, 32, 32)).shape == (2, 2)

@@ -17,8 +17,10 @@ def test_gate_is_a_sigmoid_of_the_squeezed_input() -> None:
     assert gate.shape == (3, 32, 1, 1)
     assert ((gate > 0) & (gate < 1)).all()
     torch.testing.assert_close(se(x), x * gate)
-    manual = torch.sigmoid(se.fc2.weight[:, :, 0, 0] @ torch.relu(se.fc1.weight[:, :, 0, 0] @ x.mean((2, 3)).T
-                                                                  + se.fc1.bias[:, None]) + se.fc2.bias[:, None])
+    manual = torch.sigmoid(
+        se.fc2.weight[:, :, 0, 0] @ torch.relu(se.fc1.weight[:, :, 0, 0] @ x.mean((2, 3)).T + se.fc1.bias[:, None])
+        + se.fc2.bias[:, None]
+    )
     torch.testing.assert_close(gate[:, :, 0, 0], manual.T)
 
 

@@ -54,10 +54,15 @@ class Figures:
         self.rows_lost += max(0, expected - found)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"faults_injected": sum(self.faults.values()), "bad_inputs_tried": sum(self.bad_inputs.values()),
-                "runs_completed": self.runs_completed, "rows_checked": self.rows_checked, "rows_lost": self.rows_lost,
-                "faults_by_kind": dict(sorted(self.faults.items())),
-                "bad_inputs_by_kind": dict(sorted(self.bad_inputs.items()))}
+        return {
+            "faults_injected": sum(self.faults.values()),
+            "bad_inputs_tried": sum(self.bad_inputs.values()),
+            "runs_completed": self.runs_completed,
+            "rows_checked": self.rows_checked,
+            "rows_lost": self.rows_lost,
+            "faults_by_kind": dict(sorted(self.faults.items())),
+            "bad_inputs_by_kind": dict(sorted(self.bad_inputs.items())),
+        }
 
     def empty(self) -> bool:
         return not (self.faults or self.bad_inputs or self.runs_completed or self.rows_checked)
@@ -100,8 +105,17 @@ def lfw_version(lfw_shards_factory) -> Path:
 
 def tiny_train(**overrides: Any) -> dict[str, Any]:
     """TrainConfig overrides for a light 2-worker CPU run of se_resnet_tiny."""
-    return {"model": "se_resnet_tiny", "epochs": 1, "batch_size": 8, "num_workers": 2, "loader_workers": 0,
-            "image_size": 32, "optimizer.lr": 0.05, "seed": 0, "max_failures": 0} | overrides
+    return {
+        "model": "se_resnet_tiny",
+        "epochs": 1,
+        "batch_size": 8,
+        "num_workers": 2,
+        "loader_workers": 0,
+        "image_size": 32,
+        "optimizer.lr": 0.05,
+        "seed": 0,
+        "max_failures": 0,
+    } | overrides
 
 
 def train_config(**overrides: Any):
@@ -134,8 +148,13 @@ def eval_keys(vdir: Path, split: str, world: int, workers: int, prelude: str = "
     flows) forks broken workers (see docs/reliability.md), so loader checks with workers > 0 run in a clean child.
     ``prelude`` is Python run first in that child (to reproduce exactly that state).
     """
-    proc = subprocess.run([PYTHON, "-c", prelude + _EVAL_KEYS, str(vdir), split, str(world), str(workers)],
-                          capture_output=True, text=True, timeout=240, check=False)
+    proc = subprocess.run(
+        [PYTHON, "-c", prelude + _EVAL_KEYS, str(vdir), split, str(world), str(workers)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -145,5 +164,6 @@ def cli(*args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | None 
     exe = Path(PYTHON).with_name("senet-dist")
     full_env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(env or {})}
     full_env.pop("PREFECT_API_URL", None)
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=full_env, check=False)
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env, check=False
+    )

@@ -44,31 +44,52 @@ def _cases(tmp: Path, version: Path, empty_class: Path) -> dict[str, tuple[list[
     return {
         "unknown-model": (train + ["--model", "se_resnet_404"], "unknown model 'se_resnet_404'; valid names"),
         "negative-epochs": (train + ["--model", "se_resnet_tiny", "--set", "epochs=-1"], "epochs must be >= 1"),
-        "batch-lt-workers": (train + ["--model", "se_resnet_tiny", "--set", "batch_size=1"],
-                             "batch_size 1 is smaller than num_workers 2"),
-        "unknown-key": (train + ["--model", "se_resnet_tiny", "--set", "learning_rate=0.1"], "unknown key 'learning_rate'"),
+        "batch-lt-workers": (
+            train + ["--model", "se_resnet_tiny", "--set", "batch_size=1"],
+            "batch_size 1 is smaller than num_workers 2",
+        ),
+        "unknown-key": (
+            train + ["--model", "se_resnet_tiny", "--set", "learning_rate=0.1"],
+            "unknown key 'learning_rate'",
+        ),
         # valid config, but more workers than the local Ray (started by the command) has CPUs: Ray Train would wait
-        "more-workers-than-cpus": (train + ["--model", "se_resnet_tiny", "--set", "num_workers=64",
-                                            "--set", "batch_size=128"], "64 worker(s) need 64 CPU"),
-        "missing-data": (["train", "--model", "se_resnet_tiny", "--data", str(tmp / "nope"), "--storage", storage],
-                         "dataset directory does not exist"),
+        "more-workers-than-cpus": (
+            train + ["--model", "se_resnet_tiny", "--set", "num_workers=64", "--set", "batch_size=128"],
+            "64 worker(s) need 64 CPU",
+        ),
+        "missing-data": (
+            ["train", "--model", "se_resnet_tiny", "--data", str(tmp / "nope"), "--storage", storage],
+            "dataset directory does not exist",
+        ),
         "shard-missing-src": (["shard", str(tmp / "nope"), str(tmp / "out")], "source directory does not exist"),
         "shard-empty-imagefolder": (["shard", str(tmp / "empty"), str(tmp / "out")], "no class folders found"),
         "shard-empty-class": (["shard", str(empty_class), str(tmp / "out")], "no images"),
-        "shard-bad-fractions": (["shard", str(empty_class), str(tmp / "out"), "--val", "0.7", "--test", "0.7"],
-                                "fractions"),
+        "shard-bad-fractions": (
+            ["shard", str(empty_class), str(tmp / "out"), "--val", "0.7", "--test", "0.7"],
+            "fractions",
+        ),
     }
 
 
 AFTER_START = {"more-workers-than-cpus"}  # found once Ray is up (its resources): after the "training ..." line
-CASES = ["unknown-model", "negative-epochs", "batch-lt-workers", "unknown-key", "more-workers-than-cpus", "missing-data",
-         "shard-missing-src",
-         "shard-empty-imagefolder", "shard-empty-class", "shard-bad-fractions"]
+CASES = [
+    "unknown-model",
+    "negative-epochs",
+    "batch-lt-workers",
+    "unknown-key",
+    "more-workers-than-cpus",
+    "missing-data",
+    "shard-missing-src",
+    "shard-empty-imagefolder",
+    "shard-empty-class",
+    "shard-bad-fractions",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_cli_bad_input_exits_2_with_a_clear_message(case: str, ray_down, lfw_version: Path, tmp_path: Path,
-                                                    empty_class_tree: Path, figures) -> None:
+def test_cli_bad_input_exits_2_with_a_clear_message(
+    case: str, ray_down, lfw_version: Path, tmp_path: Path, empty_class_tree: Path, figures
+) -> None:
     args, needle = _cases(tmp_path, lfw_version, empty_class_tree)[case]
     result, output = _invoke(*args)
     figures.bad_input(f"cli-{args[0]}")
@@ -92,8 +113,18 @@ def test_cli_error_is_one_line(ray_down, tmp_path: Path) -> None:
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("args", [["--variant", "se_resnet_404"], ["--set", "epochs=-1"]], ids=["variant", "epochs"])
 def test_cli_run_bad_input_exits_2_before_prefect(args: list[str], lfw_source: Path, tmp_path: Path, figures) -> None:
-    proc = cli("run", "--data", str(lfw_source), "--shards", str(tmp_path / "shards"), "--artifacts",
-               str(tmp_path / "artifacts"), *args, cwd=tmp_path, env={"PREFECT_HOME": str(tmp_path / "prefect")})
+    proc = cli(
+        "run",
+        "--data",
+        str(lfw_source),
+        "--shards",
+        str(tmp_path / "shards"),
+        "--artifacts",
+        str(tmp_path / "artifacts"),
+        *args,
+        cwd=tmp_path,
+        env={"PREFECT_HOME": str(tmp_path / "prefect")},
+    )
     figures.bad_input("cli-run")
     output = proc.stdout + proc.stderr
     assert not (tmp_path / "shards").exists() and not (tmp_path / "artifacts").exists()
@@ -118,8 +149,12 @@ def test_flow_bad_params_fail_before_any_worker(ray_down, lfw_source: Path, tmp_
     ]
     with prefect_test_harness(server_startup_timeout=120):
         for kwargs, exc, needle in cases:
-            kwargs = {"variants": ["se_resnet_tiny"], "shards": str(tmp_path / "shards"),
-                      "artifacts": str(tmp_path / "artifacts"), **kwargs}
+            kwargs = {
+                "variants": ["se_resnet_tiny"],
+                "shards": str(tmp_path / "shards"),
+                "artifacts": str(tmp_path / "artifacts"),
+                **kwargs,
+            }
             state = train_senet(**kwargs, return_state=True)
             figures.bad_input("flow-param")
             assert state.is_failed(), kwargs
@@ -130,8 +165,9 @@ def test_flow_bad_params_fail_before_any_worker(ray_down, lfw_source: Path, tmp_
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_unicode_run_name_is_trained_or_rejected_before_ray(ray_down, lfw_version: Path, tmp_path: Path,
-                                                            figures) -> None:
+def test_unicode_run_name_is_trained_or_rejected_before_ray(
+    ray_down, lfw_version: Path, tmp_path: Path, figures
+) -> None:
     from senet_dist.train import ConfigError, fit
 
     from .conftest import train_config

@@ -38,13 +38,18 @@ SHARD_OPTS = {"resize_shorter": None, "image_format": "png", "max_count": 20, "n
 
 
 def _start(i: int, src: Path, tmp: Path) -> subprocess.Popen:
-    env = {**os.environ, "PREFECT_HOME": str(tmp / f"prefect-home-{i}"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp / f"prefect-home-{i}"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "OMP_NUM_THREADS": "1",
+    }
     env.pop("PREFECT_API_URL", None)
     train = {k.replace("optimizer.", ""): v for k, v in tiny_train(epochs=1).items() if k != "model"}
     args = [str(src), str(tmp / "shards"), str(tmp / "artifacts"), json.dumps(train), json.dumps(SHARD_OPTS)]
-    return subprocess.Popen([PYTHON, "-c", _FLOW, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [PYTHON, "-c", _FLOW, *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def _wait_for_running_row(root: Path, first: subprocess.Popen, timeout: float = 300) -> None:
@@ -61,10 +66,10 @@ def test_two_flow_runs_on_one_artifacts_root(lfw_source: Path, tmp_path: Path, f
     procs.append(_start(1, lfw_source, tmp_path))
     outputs = [p.communicate(timeout=560)[0] for p in procs]
     results = []
-    for proc, out in zip(procs, outputs):
+    for proc, out in zip(procs, outputs, strict=True):
         line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
         assert proc.returncode == 0 and line, out[-4000:]
-        results.append(json.loads(line[len("RESULT "):]))
+        results.append(json.loads(line[len("RESULT ") :]))
     assert all(r["completed"] for r in results), results
     figures.run_completed(2)
     figures.fault("concurrent-flow-runs")

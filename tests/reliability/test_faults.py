@@ -43,8 +43,9 @@ def _assert_checkpoint_rows_resolve(store: ArtifactStore, figures) -> list[dict]
 
 
 @pytest.mark.timeout(420)
-def test_worker_sigkill_mid_epoch_resumes_and_tables_stay_consistent(ray_up, lfw_version: Path, tmp_path: Path,
-                                                                     figures, monkeypatch) -> None:
+def test_worker_sigkill_mid_epoch_resumes_and_tables_stay_consistent(
+    ray_up, lfw_version: Path, tmp_path: Path, figures, monkeypatch
+) -> None:
     marker = tmp_path / "fault.fired"
     monkeypatch.setenv(FAULT_ENV, FaultPlan(rank=1, epoch=2, after_steps=2, marker=str(marker)).to_env())
     train = tiny_train(epochs=2, keep_best_n=2, max_failures=1)
@@ -84,8 +85,11 @@ def _registered_checkpoint(run_dir: Path) -> int | None:
         text = snapshot.read_text()
     except OSError:
         return None
-    epochs = [read_meta(d)["epoch"] for d in run_dir.glob("checkpoint_*")
-              if d.name in text and (d / META_FILE).is_file() and (d / CHECKPOINT_FILE).is_file()]
+    epochs = [
+        read_meta(d)["epoch"]
+        for d in run_dir.glob("checkpoint_*")
+        if d.name in text and (d / META_FILE).is_file() and (d / CHECKPOINT_FILE).is_file()
+    ]
     return max(epochs, default=None)
 
 
@@ -119,8 +123,12 @@ DRIVER_KILL_EPOCHS = 8  # tiny epochs: enough left after the first checkpoint th
 def test_driver_sigkill_then_rerun_same_name_resumes(ray_up, lfw_version: Path, tmp_path: Path, figures) -> None:
     storage, name, epochs = tmp_path / "ray runs", "driver-kill", DRIVER_KILL_EPOCHS
     overrides = tiny_train(epochs=epochs, keep_best_n=epochs)
-    proc = subprocess.Popen([PYTHON, "-c", _DRIVER, str(lfw_version), str(storage), json.dumps(overrides), name],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [PYTHON, "-c", _DRIVER, str(lfw_version), str(storage), json.dumps(overrides), name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline, done = time.monotonic() + 300, None
         while done is None and proc.poll() is None and time.monotonic() < deadline:
@@ -132,8 +140,13 @@ def test_driver_sigkill_then_rerun_same_name_resumes(ray_up, lfw_version: Path, 
     settled = _settled_checkpoint(storage / name)
     assert settled is not None and settled < epochs, f"the killed run reached epoch {settled}; nothing to resume"
     figures.fault("driver-sigkill")
-    result = fit("se_resnet_tiny", lfw_version, train_config(epochs=epochs, keep_best_n=epochs),
-                 storage_path=storage, run_name=name)
+    result = fit(
+        "se_resnet_tiny",
+        lfw_version,
+        train_config(epochs=epochs, keep_best_n=epochs),
+        storage_path=storage,
+        run_name=name,
+    )
     figures.run_completed()
     assert [h.epoch for h in result.history] == list(range(1, epochs + 1))
     first_new = next(h for h in result.history if h.resumed_from_epoch > 0)
@@ -145,8 +158,9 @@ def test_driver_sigkill_then_rerun_same_name_resumes(ray_up, lfw_version: Path, 
 # ---- a Prefect-style retry after the recording step failed ---------------------------------------------
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_retry_after_a_recording_failure_completes_without_duplicate_rows(ray_up, lfw_version: Path, tmp_path: Path,
-                                                                          figures) -> None:
+def test_retry_after_a_recording_failure_completes_without_duplicate_rows(
+    ray_up, lfw_version: Path, tmp_path: Path, figures
+) -> None:
     root = tmp_path / "artifacts"
     cfg = PipelineConfig(variants=["se_resnet_tiny"], artifacts=str(root), train=tiny_train(epochs=1))
     store = ArtifactStore(root)

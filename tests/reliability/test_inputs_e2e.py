@@ -1,10 +1,10 @@
 """Unusual, broken and oddly named inputs, end to end: ImageFolder -> shards -> 1-epoch Ray run -> tables.
 
 One source tree holds everything at once, because that is how bad data arrives: real LFW images plus valid-but-unusual
-files (CMYK, 16-bit, grayscale, palette+transparency, RGBA, EXIF-rotated, WebP, BMP) in a class folder named like a shard
-(``train-000000.tar``), broken files (corrupt, truncated, zero-byte, text named .jpg, a 20k x 20k PNG bomb header) in a
-unicode class folder, under paths with spaces and unicode. The per-file unit checks live in tests/data/test_images.py;
-this module reuses its generators and proves the whole pipeline survives them.
+files (CMYK, 16-bit, grayscale, palette+transparency, RGBA, EXIF-rotated, WebP, BMP) in a class folder named like a
+shard (``train-000000.tar``), broken files (corrupt, truncated, zero-byte, text named .jpg, a 20k x 20k PNG bomb
+header) in a unicode class folder, under paths with spaces and unicode. The per-file unit checks live in
+tests/data/test_images.py; this module reuses its generators and proves the whole pipeline survives them.
 """
 
 from __future__ import annotations
@@ -54,8 +54,13 @@ def _shard_in_subprocess(src: Path, shards: Path, artifacts: Path) -> dict:
         print(json.dumps({"version_dir": str(res.version_dir), "rejected": res.num_rejected, "counts": res.counts,
                           "extra_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base}))
     """)
-    proc = subprocess.run([PYTHON, "-c", script, str(src), str(shards), str(artifacts), json.dumps(SHARD_OPTS)],
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [PYTHON, "-c", script, str(src), str(shards), str(artifacts), json.dumps(SHARD_OPTS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -67,11 +72,23 @@ def e2e(lfw_source: Path, tmp_path_factory: pytest.TempPathFactory, figures):
     figures.bad_input("unusual-image", len(unusual))
     figures.bad_input("broken-image", len(broken))
     figures.bad_input("odd-name", 3)  # shard-like class, unicode class, unicode/space paths
-    cfg = PipelineConfig(data=str(base / "src dir"), variants=["se_resnet_tiny"], shards=str(base / "shards ü"),
-                         artifacts=str(base / "artefacts é"), train=tiny_train(epochs=1), shard=SHARD_OPTS)
+    cfg = PipelineConfig(
+        data=str(base / "src dir"),
+        variants=["se_resnet_tiny"],
+        shards=str(base / "shards ü"),
+        artifacts=str(base / "artefacts é"),
+        train=tiny_train(epochs=1),
+        shard=SHARD_OPTS,
+    )
     sharded = _shard_in_subprocess(Path(cfg.data), Path(cfg.shards), Path(cfg.artifacts))
-    return {"cfg": cfg, "unusual": unusual, "broken": broken, "sharded": sharded,
-            "version_dir": Path(sharded["version_dir"]), "store": ArtifactStore(cfg.artifacts_abs)}
+    return {
+        "cfg": cfg,
+        "unusual": unusual,
+        "broken": broken,
+        "sharded": sharded,
+        "version_dir": Path(sharded["version_dir"]),
+        "store": ArtifactStore(cfg.artifacts_abs),
+    }
 
 
 def test_broken_files_quarantined_with_reasons_without_memory_blowup(e2e) -> None:
@@ -95,8 +112,13 @@ def test_unusual_images_kept_and_decoded_as_rgb(e2e) -> None:
     keys = {by_path[p]["key"]: by_path[p]["split"] for p in unusual}
     seen: set[str] = set()
     for split in ("train", "val", "test"):
-        loader = make_loader(e2e["version_dir"], split, LoaderConfig(batch_size=4, image_size=32, num_workers=0),
-                             train=False, return_keys=True)
+        loader = make_loader(
+            e2e["version_dir"],
+            split,
+            LoaderConfig(batch_size=4, image_size=32, num_workers=0),
+            train=False,
+            return_keys=True,
+        )
         for images, _, batch_keys in loader:
             assert images.shape[1:] == (3, 32, 32)
             seen |= set(batch_keys) & set(keys)

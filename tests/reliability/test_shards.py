@@ -32,8 +32,9 @@ LAYOUTS = {1: {"max_count": 100}, 5: {"max_count": 10, "fractions": (0.6, 0.3, 0
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("num_shards", [1, pytest.param(5, marks=pytest.mark.slow)])
-def test_two_ranks_two_loader_workers_over_uneven_shards(ray_up, lfw_source: Path, tmp_path: Path, num_shards: int,
-                                                         figures) -> None:
+def test_two_ranks_two_loader_workers_over_uneven_shards(
+    ray_up, lfw_source: Path, tmp_path: Path, num_shards: int, figures
+) -> None:
     vdir = shard(lfw_source, tmp_path / "shards", **LAYOUTS[num_shards])
     info = DatasetInfo.load(vdir)
     assert len(info.shards["train"]) == num_shards
@@ -57,8 +58,7 @@ def damaged_copy(lfw_version: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.timeout(300)
-def test_truncated_train_shard_fails_the_ray_run_naming_it(ray_up, damaged_copy: Path, tmp_path: Path,
-                                                           figures) -> None:
+def test_truncated_train_shard_fails_the_ray_run_naming_it(ray_up, damaged_copy: Path, tmp_path: Path, figures) -> None:
     victim = DatasetInfo.load(damaged_copy).shards["train"][1]
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
@@ -79,9 +79,9 @@ def _corrupt_member(shard: Path, index: int, *, header: bool) -> None:
         member = tf.getmembers()[index]
     raw = bytearray(shard.read_bytes())
     if header:
-        raw[member.offset + 100: member.offset + 108] = b"9999999\0"  # mode field: checksum no longer matches
+        raw[member.offset + 100 : member.offset + 108] = b"9999999\0"  # mode field: checksum no longer matches
     else:
-        raw[member.offset_data: member.offset_data + member.size] = b"\x17" * member.size
+        raw[member.offset_data : member.offset_data + member.size] = b"\x17" * member.size
     shard.write_bytes(bytes(raw))
 
 

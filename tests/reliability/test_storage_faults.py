@@ -26,8 +26,17 @@ def _seed_tables(root: Path) -> dict[str, tuple[list[Path], int]]:
     store = ArtifactStore(root)
     store.append("runs", [{"run_id": "old", "variant": "se_resnet_tiny", "status": "completed"}])
     store.append("epochs", [{"run_id": "old", "epoch": e, "val_acc": 0.5} for e in (1, 2)])
-    store.append("datasets", [{"version": "v0001-old", "fingerprint": "old", "classes": ["a", "b"],
-                               "counts_json": json.dumps({"train": 8})}])
+    store.append(
+        "datasets",
+        [
+            {
+                "version": "v0001-old",
+                "fingerprint": "old",
+                "classes": ["a", "b"],
+                "counts_json": json.dumps({"train": 8}),
+            }
+        ],
+    )
     return {t: (sorted((root / t).iterdir()), store.read(t).num_rows) for t in ("runs", "epochs", "datasets")}
 
 
@@ -42,8 +51,9 @@ def _assert_intact(root: Path, before: dict[str, tuple[list[Path], int]], figure
 
 
 @pytest.mark.parametrize("where", ["root", "table"])
-def test_unwritable_root_fails_train_variant_before_ray(where: str, ray_down, lfw_version: Path, tmp_path: Path,
-                                                        figures) -> None:
+def test_unwritable_root_fails_train_variant_before_ray(
+    where: str, ray_down, lfw_version: Path, tmp_path: Path, figures
+) -> None:
     if where == "root":
         (tmp_path / "afile").write_text("a regular file")
         root = tmp_path / "afile" / "artifacts"
@@ -83,10 +93,17 @@ def test_disk_full_while_recording_a_dataset_keeps_previous_tables(lfw_source: P
     root, shards = tmp_path / "artifacts", tmp_path / "shards"
     before = _seed_tables(root)
     # shard first, without a limit: the child then only has the datasets row left to write
-    prepare_dataset(PipelineConfig(data=str(lfw_source), shards=str(shards), artifacts=str(tmp_path / "other"),
-                                   shard=shard_opts), ArtifactStore(tmp_path / "other"))
-    proc = subprocess.run([PYTHON, "-c", _FULL_DISK, str(lfw_source), str(shards), str(root), json.dumps(shard_opts)],
-                          capture_output=True, text=True, timeout=150, check=False)
+    prepare_dataset(
+        PipelineConfig(data=str(lfw_source), shards=str(shards), artifacts=str(tmp_path / "other"), shard=shard_opts),
+        ArtifactStore(tmp_path / "other"),
+    )
+    proc = subprocess.run(
+        [PYTHON, "-c", _FULL_DISK, str(lfw_source), str(shards), str(root), json.dumps(shard_opts)],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
     figures.fault("disk-full-efbig")
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert str(root) in proc.stdout and "cannot append to 'datasets'" in proc.stdout and "File too large" in proc.stdout

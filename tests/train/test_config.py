@@ -17,7 +17,14 @@ def test_defaults_validate_and_round_trip() -> None:
 
 def test_overrides_dotted_alias_and_cli_strings() -> None:
     cfg = TrainConfig().with_overrides(
-        ["epochs=3", "lr=0.05", "optimizer.name=adamw", "patience=null", "channels_last=true", "schedule.warmup_epochs=0.5"]
+        [
+            "epochs=3",
+            "lr=0.05",
+            "optimizer.name=adamw",
+            "patience=null",
+            "channels_last=true",
+            "schedule.warmup_epochs=0.5",
+        ]
     )
     assert cfg.epochs == 3 and isinstance(cfg.epochs, int)
     assert cfg.optimizer.lr == 0.05 and cfg.optimizer.name == "adamw"
@@ -29,8 +36,7 @@ def test_overrides_dotted_alias_and_cli_strings() -> None:
 def test_from_yaml_nested_and_shorthand(tmp_path) -> None:
     p = tmp_path / "c.yaml"
     p.write_text(
-        "model: se_resnet_tiny\nepochs: 4\noptimizer: {name: sgd, lr: 1e-2}\nschedule: step\n"
-        "model_kwargs: {width: 8}\n"
+        "model: se_resnet_tiny\nepochs: 4\noptimizer: {name: sgd, lr: 1e-2}\nschedule: step\nmodel_kwargs: {width: 8}\n"
     )
     cfg = TrainConfig.from_file(p)
     assert cfg.optimizer.lr == pytest.approx(0.01)  # YAML 1.1 reads 1e-2 as a string; coerced
@@ -140,14 +146,25 @@ def test_parse_overrides_for_the_cli() -> None:
     from senet_dist.schema import parse_overrides
 
     assert parse_overrides(["epochs=3", "lr=1e-2", "patience=null", "model_kwargs={width: 8}"]) == {
-        "epochs": 3, "lr": "1e-2", "patience": None, "model_kwargs": {"width": 8}}
+        "epochs": 3,
+        "lr": "1e-2",
+        "patience": None,
+        "model_kwargs": {"width": 8},
+    }
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["epochs"])
 
 
 def test_yaml_round_trip_reproduces_the_config(tmp_path) -> None:
-    cfg = TrainConfig().with_overrides(["model=se_resnet_tiny", "lr=0.05", "loader.crop_scale=[0.5, 1.0]",
-                                        "model_kwargs={width: 8}", "resources_per_worker={CPU: 0.5}"])
+    cfg = TrainConfig().with_overrides(
+        [
+            "model=se_resnet_tiny",
+            "lr=0.05",
+            "loader.crop_scale=[0.5, 1.0]",
+            "model_kwargs={width: 8}",
+            "resources_per_worker={CPU: 0.5}",
+        ]
+    )
     path = tmp_path / "config.yaml"
     path.write_text(cfg.to_yaml())
     assert TrainConfig.from_file(path) == cfg
@@ -156,7 +173,10 @@ def test_yaml_round_trip_reproduces_the_config(tmp_path) -> None:
 def test_a_section_named_by_a_string_keeps_its_other_values() -> None:
     cfg = TrainConfig().with_overrides({"optimizer.lr": 0.3}).with_overrides(["optimizer=adamw"])
     assert (cfg.optimizer.name, cfg.optimizer.lr) == ("adamw", 0.3)
-    assert TrainConfig().with_overrides({"loader": {"hflip": False}}).loader.num_workers == TrainConfig().loader.num_workers
+    assert (
+        TrainConfig().with_overrides({"loader": {"hflip": False}}).loader.num_workers
+        == TrainConfig().loader.num_workers
+    )
     assert TrainConfig().with_overrides(["loader_workers=3"]).loader.num_workers == 3  # shorthand
 
 
@@ -199,4 +219,7 @@ def test_defaults_live_in_the_schema_only(monkeypatch) -> None:
     assert PipelineConfig().artifacts == "s3://bucket/art"
     monkeypatch.delenv("SENET_ARTIFACTS")
     assert (PipelineConfig().data, PipelineConfig().shards, PipelineConfig().artifacts) == (
-        "lfw-subset", "data/shards", "artifacts")
+        "lfw-subset",
+        "data/shards",
+        "artifacts",
+    )

@@ -14,8 +14,9 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.mark.timeout(300)
-def test_worker_killed_mid_epoch_resumes_from_last_checkpoint(ray_session, lfw_version: Path, tmp_path: Path, tiny_config,
-                                                              monkeypatch) -> None:
+def test_worker_killed_mid_epoch_resumes_from_last_checkpoint(
+    ray_session, lfw_version: Path, tmp_path: Path, tiny_config, monkeypatch
+) -> None:
     marker = tmp_path / "fault.fired"
     monkeypatch.setenv(FAULT_ENV, FaultPlan(rank=1, epoch=2, after_steps=2, marker=str(marker)).to_env())
     cfg = tiny_config(epochs=3, keep_best_n=3, max_failures=1)

@@ -18,7 +18,7 @@ def test_cosine_with_warmup_rises_then_decays_to_floor() -> None:
     f = factors(ScheduleConfig(name="cosine", warmup_epochs=1, min_lr_ratio=0.1), total=100, per_epoch=10)
     assert f[:10] == sorted(f[:10]) and f[0] < 0.2  # linear ramp
     assert f[10] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # monotone decay
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))  # monotone decay
     assert f[-1] == pytest.approx(0.1, abs=0.01)
 
 

@@ -28,8 +28,13 @@ def _too_many_workers(tiny_config):
 
 def test_more_workers_than_a_local_ray_has_cpus_fails_fast(ray_session, lfw_version, tiny_config, tmp_path):
     cfg, cpus = _too_many_workers(tiny_config)
-    with RaySession(fixed_size=True) as session, pytest.raises(
-            ConfigError, match=rf"{cpus + 1} worker\(s\) need {cpus + 1} CPU \(the Ray cluster has {cpus}\): lower num_workers"):
+    with (
+        RaySession(fixed_size=True) as session,
+        pytest.raises(
+            ConfigError,
+            match=rf"{cpus + 1} worker\(s\) need {cpus + 1} CPU \(the Ray cluster has {cpus}\): lower num_workers",
+        ),
+    ):
         fit("se_resnet_tiny", lfw_version, cfg, storage_path=tmp_path / "runs", run_name="cpu-check", session=session)
     assert not (tmp_path / "runs").exists()  # refused before anything was written
 
