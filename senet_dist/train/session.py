@@ -67,7 +67,15 @@ class RaySession:
                 ray.init(address=self.address, runtime_env=runtime_env, log_to_driver=True)
             else:  # the hook only here: a cluster's nodes may run other code; this process's package is importable
                 runtime_env["worker_process_setup_hook"] = _SETUP_HOOK
-                ray.init(num_cpus=self.num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
+                # address="local": a new Ray of our own, never a `ray start` cluster that happens to run on this
+                # machine (plain ray.init() would join it, and this session would wrongly think it can't grow)
+                ray.init(
+                    address="local",
+                    num_cpus=self.num_cpus,
+                    include_dashboard=False,
+                    runtime_env=runtime_env,
+                    log_to_driver=True,
+                )
                 self.started = True
         # Ray Train reads these when a trainer starts its controller and passes them on to the workers.
         self._setdefault_env({**RAY_TRAIN_ENV, **(FIXED_SIZE_RAY_TRAIN_ENV if self.fixed_size else {})})
