@@ -2,6 +2,7 @@
 # The README's main command: install, start a local Prefect server (SQLite) and a process worker, deploy,
 # run `prefect deployment run train-senet/quickstart --watch` on a real offline dataset, print the leaderboard,
 # and stop what it started. A second run with unchanged data finishes in state "Unchanged" without retraining.
+#   bash scripts/quickstart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
