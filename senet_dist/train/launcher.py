@@ -43,7 +43,8 @@ def fit(
 ) -> FitResult:
     """Train ``variant`` on a dataset version directory with ``cfg.num_workers`` DDP ranks under Ray Train.
 
-    Raises :class:`ConfigError` (before Ray starts, or once it shows the cluster cannot hold the workers) and
+    Raises :class:`ConfigError` (before Ray starts, or once it shows the cluster cannot hold the workers, or that a
+    local ``storage_path`` would be split across several nodes) and
     :class:`TrainingError` when the workers fail beyond ``cfg.max_failures`` restarts. Without ``session``, a
     Ray session is opened (at ``ray_address``) for this call only.
     """
@@ -61,7 +62,9 @@ def fit(
     name = run_name or default_run_name(variant)
     with nullcontext(session) if session is not None else RaySession(ray_address) as ray_session:
         start = time.perf_counter()
+        ray_session.check_storage(storage)  # now, and again once nodes have joined during the resource wait
         ray_session.check_resources(cfg)
+        ray_session.check_storage(storage)
         write_bytes(join(storage, name, CONFIG_FILE), cfg.to_yaml().encode())  # only now: a refusal writes nothing
         trainer = TorchTrainer(
             train_func_per_worker, train_loop_config={"args": args}, **_trainer_options(cfg, name, ray_path, ray_fs)
