@@ -134,13 +134,37 @@ def test_evaluate_checkpoint_report_is_consistent(lfw_checkpoint, tmp_path) -> N
         "confusion_matrix",
         "latency_ms_per_image",
         "img_per_s",
+        "weights",
         "report_json",
     }
     assert set(d) == expected
+    assert d["weights"] == report.weights == "model"  # no EMA in this checkpoint
     assert d["run_id"] == "eval-test" and d["dataset_version"] == info.version
     assert json.loads(d["report_json"])["num_samples"] == n
     png = plot_confusion_matrix(report.confusion_matrix, report.classes, tmp_path / "cm.png")
     assert png.stat().st_size > 1000
+
+
+def test_evaluation_uses_the_better_weights_and_says_which(lfw_checkpoint, tmp_path) -> None:
+    """A checkpoint holding trained and EMA weights: "auto" scores the one meta.json names as better on val."""
+    import torch
+
+    from senet_dist.evaluate import evaluate_checkpoint
+    from senet_dist.train.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
+
+    ckpt, version, _ = lfw_checkpoint
+    with pytest.raises(CheckpointError, match="no EMA weights"):
+        evaluate_checkpoint(ckpt, version, weights="ema", device="cpu")
+    state, meta = load_checkpoint(ckpt), read_meta(ckpt)
+    good = state["model"]
+    broken = {k: torch.zeros_like(v) if v.is_floating_point() else v for k, v in good.items()}  # constant logits
+    state = {**state, "model": broken, "ema": {"model": good, "updates": 10}}
+    both = save_checkpoint(tmp_path / "both", state, {**meta, "better_weights": "ema"})
+    auto = evaluate_checkpoint(both, version, device="cpu")
+    raw = evaluate_checkpoint(both, version, weights="model", device="cpu")
+    assert auto.weights == "ema" and raw.weights == "model"
+    assert auto.accuracy > 0.7 and raw.accuracy == 0.5  # zeroed weights predict one class of two balanced ones
+    assert json.loads(auto.to_dict()["report_json"])["weights"] == "ema"
 
 
 def test_evaluate_rejects_bad_inputs(lfw_checkpoint, tmp_path) -> None:

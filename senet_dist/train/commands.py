@@ -17,6 +17,7 @@ from senet_dist.data import resolve_version
 from senet_dist.errors import TrainingError
 from senet_dist.train.config import TrainConfig
 from senet_dist.train.launcher import fit
+from senet_dist.train.progress import ProgressDisplay
 from senet_dist.train.results import EpochMetrics, FitResult
 
 if TYPE_CHECKING:
@@ -24,8 +25,11 @@ if TYPE_CHECKING:
 
 
 def load_config(model: str | None, config: str | Path | None, sets: Sequence[str] = ()) -> TrainConfig:
-    """File (optional) -> ``--set k=v`` overrides -> ``--model`` (which wins)."""
-    cfg = TrainConfig.from_file(config) if config else TrainConfig()
+    """File (optional: a TrainConfig, or a recipe whose ``train`` section and ``model``'s kwargs are used) ->
+    ``--set k=v`` overrides -> ``--model`` (which wins)."""
+    from senet_dist.pipeline.recipes import train_config_from_file
+
+    cfg = train_config_from_file(config, model) if config else TrainConfig()
     cfg = cfg.with_overrides(list(sets))
     return cfg.with_overrides({"model": model}) if model else cfg
 
@@ -52,9 +56,15 @@ def train_command(
         f"{cfg.epochs} epoch(s), global batch {cfg.batch_size}"
     )
     try:
-        with console.status("training under Ray Train ..."):
+        with ProgressDisplay(console) as progress:  # rank 0's steps, img/s and ETA about every 10 s
             result = fit(
-                cfg.model, version_dir, cfg, storage_path=storage_path, run_name=run_name, ray_address=ray_address
+                cfg.model,
+                version_dir,
+                cfg,
+                storage_path=storage_path,
+                run_name=run_name,
+                ray_address=ray_address,
+                on_progress=progress,
             )
     except TrainingError as exc:
         if isinstance(exc.result, FitResult) and exc.result.history:
@@ -67,21 +77,23 @@ def train_command(
 
 
 def history_table(history: Sequence[EpochMetrics]) -> Table:
+    """One row per epoch; the EMA's val loss/accuracy columns only when the run kept an EMA."""
+    ema = any(h.ema_val_acc is not None for h in history)
     table = Table(title="epochs")
-    for col in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "img/s", "s"):
+    cols = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
+    cols += ["ema_val_loss", "ema_val_acc"] if ema else []
+    for col in (*cols, "lr", "img/s", "s"):
         table.add_column(col, justify="right")
     for h in history:
-        table.add_row(
-            str(h.epoch),
-            f"{h.train_loss:.4f}",
-            f"{h.train_acc:.4f}",
-            f"{h.val_loss:.4f}",
-            f"{h.val_acc:.4f}",
-            f"{h.lr:.4g}",
-            f"{h.img_per_s:.0f}",
-            f"{h.epoch_seconds:.1f}",
-        )
+        row = [str(h.epoch), f"{h.train_loss:.4f}", f"{h.train_acc:.4f}", f"{h.val_loss:.4f}", f"{h.val_acc:.4f}"]
+        if ema:
+            row += [_num(h.ema_val_loss), _num(h.ema_val_acc)]
+        table.add_row(*row, f"{h.lr:.4g}", f"{h.img_per_s:.0f}", f"{h.epoch_seconds:.1f}")
     return table
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def evaluate_command(
@@ -103,7 +115,10 @@ def evaluate_command(
     ckpt = resolve_checkpoint(checkpoint)
     with console.status(f"evaluating {ckpt.name} on {split} ..."):
         report = evaluate_checkpoint(ckpt, resolve_version(data), split=split, batch_size=batch_size, device=device)
-    table = Table(title=f"{report.variant} on {report.dataset_version}/{split}: accuracy {report.accuracy:.4f}")
+    table = Table(
+        title=f"{report.variant} ({report.weights} weights) on {report.dataset_version}/{split}: "
+        f"accuracy {report.accuracy:.4f}"
+    )
     for col in ("class", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="right")
     for c in report.per_class:
