@@ -190,6 +190,41 @@ def eval_loader_config(meta: dict[str, Any], batch_size: int, num_workers: int) 
     )
 
 
+@dataclass
+class Samples:
+    """A few images of a split as the model saw them (uint8 NHWC), with true and predicted class names."""
+
+    images: np.ndarray
+    true: list[str]
+    predicted: list[str]
+    weights: str
+
+    @property
+    def titles(self) -> list[str]:
+        return [f"{t} / {p}" for t, p in zip(self.true, self.predicted, strict=True)]
+
+
+@torch.no_grad()
+def sample_predictions(
+    checkpoint_dir: str | Path, version_dir: str | Path, *, split: str = "test", n: int = 16, weights: str = "auto"
+) -> Samples:
+    """The first ``n`` images of ``split`` (evaluation view, on the CPU) with the checkpoint's predictions."""
+    from senet_dist.data import make_loader
+
+    checkpoint_dir = resolve_checkpoint(checkpoint_dir)
+    model, meta = model_from_checkpoint(checkpoint_dir, map_location="cpu", weights=weights)
+    lcfg = eval_loader_config(meta, batch_size=n, num_workers=0)
+    images, labels = next(iter(make_loader(version_dir, split, lcfg, train=False)))
+    predicted = model.eval()(images).argmax(1)
+    mean = torch.tensor(lcfg.mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(lcfg.std).view(1, 3, 1, 1) * 255
+    pixels = (images * std + mean).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    classes = list(meta["classes"])
+    return Samples(
+        pixels, [classes[i] for i in labels.tolist()], [classes[i] for i in predicted.tolist()], meta["weights"]
+    )
+
+
 @torch.no_grad()
 def _predict(
     model: torch.nn.Module, loader: Any, dev: torch.device, k: int

@@ -89,3 +89,19 @@ def plot_curves(history: Sequence[EpochMetrics], path: str | Path) -> Path:
     ax_acc.set_ylim(0, 1.02)
     save_png(fig, path)
     return Path(path)
+
+
+def plot_sample_grid(images: np.ndarray, titles: Sequence[str], path: str | Path, *, cols: int = 4) -> Path:
+    """A grid of uint8 images (N, H, W, 3), each titled (e.g. ``true / predicted``)."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(titles) or not len(images):
+        raise ValueError(f"need N>0 images of shape (N, H, W, 3) and N titles, got {images.shape}, {len(titles)}")
+    rows = -(-len(images) // cols)
+    fig = new_figure(2.2 * cols, 2.4 * rows)
+    for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(images[i])
+            ax.set_title(titles[i], fontsize=8)
+    save_png(fig, path)
+    return Path(path)

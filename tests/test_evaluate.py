@@ -204,4 +204,21 @@ def test_evaluate_command_writes_report_and_plots(lfw_checkpoint, tmp_path) -> N
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["accuracy"] == report.accuracy and saved["run_id"] == "eval-test"
     assert (tmp_path / "out" / "confusion.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "samples.png").stat().st_size > 1000
     assert "non_face" in console.export_text()
+
+
+def test_sample_predictions_give_the_images_as_seen_with_names(lfw_checkpoint, tmp_path) -> None:
+    from senet_dist.evaluate import sample_predictions
+    from senet_dist.plots import plot_sample_grid
+
+    ckpt, version, info = lfw_checkpoint
+    s = sample_predictions(ckpt, version, split="test", n=6)
+    assert s.images.shape == (6, 32, 32, 3) and s.images.dtype == np.uint8
+    assert s.images.std() > 10  # real pixels back from the normalised batch, not a constant
+    assert set(s.true) <= set(info.classes) and set(s.predicted) <= set(info.classes)
+    assert sum(t == p for t, p in zip(s.true, s.predicted, strict=True)) >= 4  # the model beats chance here too
+    assert s.titles[0] == f"{s.true[0]} / {s.predicted[0]}" and s.weights == "model"
+    assert plot_sample_grid(s.images, s.titles, tmp_path / "grid.png", cols=4).stat().st_size > 1000
+    with pytest.raises(ValueError, match="need N>0 images"):
+        plot_sample_grid(s.images[:2], s.titles, tmp_path / "bad.png")

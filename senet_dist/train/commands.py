@@ -107,8 +107,8 @@ def evaluate_command(
     console: Console | None = None,
 ) -> EvalReport:
     """Evaluate, print a per-class table, and (with ``out_dir``) write report.json, confusion.png, curves.png."""
-    from senet_dist.evaluate import evaluate_checkpoint
-    from senet_dist.plots import plot_confusion_matrix, plot_curves
+    from senet_dist.evaluate import evaluate_checkpoint, sample_predictions
+    from senet_dist.plots import plot_confusion_matrix, plot_curves, plot_sample_grid
     from senet_dist.train.checkpoint import read_meta, resolve_checkpoint
 
     console = console or Console()
@@ -134,8 +134,10 @@ def evaluate_command(
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
         plot_confusion_matrix(report.confusion_matrix, report.classes, out / "confusion.png")
+        samples = sample_predictions(ckpt, resolve_version(data), split=split)
+        plot_sample_grid(samples.images, samples.titles, out / "samples.png")
         history = [EpochMetrics.from_dict(h) for h in read_meta(ckpt).get("history", [])]
         if history:
             plot_curves(history, out / "curves.png")
-        console.print(f"wrote {out}/report.json and plots")
+        console.print(f"wrote {out}/report.json and plots (confusion, samples, curves)")
     return report
