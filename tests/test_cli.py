@@ -106,3 +106,19 @@ def test_shard_option_defaults_are_the_schemas():
         f"[default: {defaults.fractions[1]}]",
     ):
         assert shown in helped.output
+
+
+def test_run_with_a_recipe_validates_it_before_prefect_or_ray(tmp_path):
+    """`run --config RECIPE` merges the recipe, the options and --set, and refuses bad input with one line."""
+    from senet_dist.pipeline.recipes import RECIPES_DIR
+
+    recipe = str(RECIPES_DIR / "densenet121_se_head_80_20.yaml")
+    no_data = runner.invoke(app, ["run", "--config", recipe, "--data", str(tmp_path / "nope")])
+    assert no_data.exit_code == 2 and "neither an ImageFolder" in no_data.output
+    bad_set = runner.invoke(app, ["run", "--config", recipe, "--set", "optimizer.name=lamb"])
+    assert bad_set.exit_code == 2 and "optimizer.name must be one of" in bad_set.output
+    (tmp_path / "r.yaml").write_text("variants: [se_resnet_tiny]\ntrain: {epochs: 1}\nshards: /tmp/x\n")
+    bad_recipe = runner.invoke(app, ["run", "--config", str(tmp_path / "r.yaml")])
+    assert bad_recipe.exit_code == 2 and "a recipe sets only" in bad_recipe.output
+    for result in (no_data, bad_set, bad_recipe):
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
