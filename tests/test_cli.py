@@ -60,6 +60,9 @@ def test_shard_fetch_and_report_roundtrip(tmp_path):
     assert again.exit_code == 0 and "unchanged" in again.output
     empty = runner.invoke(app, ["report", "--artifacts", str(tmp_path / "artifacts")])
     assert empty.exit_code == 0
+    eighty_twenty = ["shard", str(src), str(tmp_path / "s8020"), "--val", "0.2", "--test", "0", "--no-progress"]
+    split = runner.invoke(app, eighty_twenty)  # an 80/20 train/val split is one pair of flags
+    assert split.exit_code == 0 and "'train': 16, 'val': 4, 'test': 0" in split.output, split.output
 
 
 def test_bad_inputs_exit_2_with_one_line(tmp_path):

@@ -2,10 +2,11 @@
 
 A reference CIFAR run on 2 CPU cores trains ~4 img/s, so an epoch is many minutes without a word from Ray (it
 only hears from the workers at ``ray.train.report``, once per epoch). :class:`StepMeter` runs on rank 0 after
-each step and emits a :class:`ProgressEvent` at most every ``interval_s`` (and at the end of each epoch). Where the
-events go is the driver's choice (``fit(on_progress=...)``): through a small Ray actor (:class:`ProgressBoard`) to a
-callback in the driver, e.g. :class:`ProgressDisplay` (a ``rich`` bar in a terminal, plain lines otherwise); without
-a callback rank 0 prints plain lines, which Ray forwards to the driver's output (flows, logs).
+each step and emits a :class:`ProgressEvent` at most every ``interval_s`` (and at each epoch's first and last
+step). Where the events go is the driver's choice (``fit(on_progress=...)``): through a small Ray actor
+(:class:`ProgressBoard`) to a callback in the driver, e.g. :class:`ProgressDisplay` (a ``rich`` bar in a
+terminal, plain lines otherwise); without a callback rank 0 prints plain lines, which Ray forwards to the driver's
+output (flows, logs).
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ class StepMeter:
         self.start = self.last = self.clock()
 
     def __call__(self, step: int) -> None:
+        """After step ``step`` (1-based): emit at the first and last step of the epoch, else every ``interval_s``."""
         now = self.clock()
-        if now - self.last < self.interval_s and step < self.steps:
+        if now - self.last < self.interval_s and 1 < step < self.steps:
             return
         self.last = now
         elapsed = max(now - self.start, 1e-9)

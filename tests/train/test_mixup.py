@@ -107,3 +107,29 @@ def test_config_section_and_shorthand_values() -> None:
     cfg = TrainConfig().with_overrides(["mixup.cutmix_alpha=1.0", "mixup.off_after_epoch=10"])
     assert cfg.mixup.enabled and cfg.mixup.active(10) and not cfg.mixup.active(11)
     assert not TrainConfig().mixup.enabled
+
+
+def test_a_training_epoch_on_mixed_batches() -> None:
+    """The loop's mix hook: soft targets through the criterion, accuracy against each sample's dominant label."""
+    from senet_dist.train.components import build_components
+    from senet_dist.train.loops import train_epoch
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(model="se_resnet_tiny", batch_size=8, num_workers=1).with_overrides(
+        {"mixup.mixup_alpha": 0.4, "mixup.cutmix_alpha": 1.0, "label_smoothing": 0.1}
+    )
+    comp = build_components(cfg, 5, torch.device("cpu"), steps_per_epoch=4)
+    batches = [(torch.randn(8, 3, 32, 32), torch.randint(0, 5, (8,))) for _ in range(4)]
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    mixer = mixup_for_epoch(cfg.mixup, 5, 1, seed=0, rank=0)
+    assert mixer is not None
+
+    def spy(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = mixer(images, labels)
+        seen.append(out)
+        return out
+
+    sums = train_epoch(comp.model, batches, comp.criterion, comp.optimizer, comp.scheduler, comp.opts, mix=spy)
+    assert sums.steps == 4 and sums.count == 32 and np.isfinite(sums.loss) and 0 <= sums.acc <= 1
+    assert len(seen) == 4 and all(t.shape == (8, 5) and torch.allclose(t.sum(1), torch.ones(8)) for _, t in seen)
+    assert any(not torch.equal(x, b[0]) for (x, _), b in zip(seen, batches, strict=True))  # batches were mixed

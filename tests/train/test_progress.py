@@ -17,24 +17,19 @@ class FakeClock:
         return self.now
 
 
-def test_meter_emits_about_every_interval_and_at_the_end_of_each_epoch() -> None:
+def test_meter_emits_about_every_interval_and_at_the_ends_of_each_epoch() -> None:
     clock, events = FakeClock(), []
     meter = StepMeter(events.append, epochs=2, images_per_step=64, interval_s=10.0, clock=clock)
     for epoch in (1, 2):
         meter.start_epoch(epoch, steps=100)
         for step in range(1, 101):
-            clock.now += 0.5  # 2 steps/s: 128 img/s, an event every 20 steps
+            clock.now += 0.5  # 2 steps/s: 128 img/s, an event every 20 steps after the first
             meter(step)
-    assert [(e.epoch, e.step) for e in events] == [(1, 20), (1, 40), (1, 60), (1, 80), (1, 100)] + [
-        (2, 20),
-        (2, 40),
-        (2, 60),
-        (2, 80),
-        (2, 100),
-    ]
-    first = events[0]
-    assert first.img_per_s == 128.0 and first.eta_s == 40.0  # 80 steps left at 2 steps/s
-    assert first.run_eta_s == 40.0 + 50.0  # plus the whole second epoch
+    expected = [1, 21, 41, 61, 81, 100]
+    assert [(e.epoch, e.step) for e in events] == [(1, s) for s in expected] + [(2, s) for s in expected]
+    second = events[1]
+    assert second.img_per_s == 128.0 and second.eta_s == 39.5  # 79 steps left at 2 steps/s
+    assert second.run_eta_s == 39.5 + 50.0  # plus the whole second epoch
     assert events[-1].eta_s == 0.0 and events[-1].run_eta_s == 0.0
 
 
