@@ -104,3 +104,13 @@ def make_tree(root: Path, classes: dict[str, int], size: tuple[int, int] = (40, 
             write_image(root / name / f"img {i:03d}{ext}", size, seed)
             seed += 1
     return root
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, up to ``timeout`` seconds to exit, then SIGKILL (a server or worker that ignores SIGTERM)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

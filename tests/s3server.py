@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from tests.helpers import free_port, wait_until_healthy
+from tests.helpers import free_port, stop_process, wait_until_healthy
 
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"  # moto accepts any credentials; these never leave loopback
@@ -78,9 +78,4 @@ def start_server(log: Path) -> tuple[S3Server, subprocess.Popen[bytes]]:
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc)

@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from senet_dist.artifacts import ArtifactStore
-from tests.helpers import REPO, free_port, wait_until_healthy
+from tests.helpers import REPO, free_port, stop_process, wait_until_healthy
 
 pytestmark = [pytest.mark.ray, pytest.mark.prefect, pytest.mark.timeout(900)]
 BIN = Path(sys.executable).parent
@@ -66,7 +66,7 @@ def prefect_server(tmp_path_factory):
         run("deploy", "--no-prompt", "--all")
         yield env, run, logs
     finally:
-        _stop(server)
+        stop_process(server)
 
 
 @pytest.fixture()
@@ -84,16 +84,7 @@ def process_worker(prefect_server):
     try:
         yield prefect_server
     finally:
-        _stop(worker)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        stop_process(worker)
 
 
 def _read_from_server(env, code: str):
