@@ -204,7 +204,9 @@ def ray_train_floor(workdir: Path) -> dict[str, float]:
 
     out: dict[str, float] = {}
     start = time.perf_counter()
-    ray.init(include_dashboard=False, runtime_env={"env_vars": dict(QUIET_ENV)})  # no RAY_TRAIN_* settings yet
+    ray.init(
+        address="local", include_dashboard=False, runtime_env={"env_vars": dict(QUIET_ENV)}
+    )  # no RAY_TRAIN_* settings yet
     out["ray.init (local, 2 CPUs)"] = time.perf_counter() - start
     for label, imports, tuned in (
         ("TorchTrainer.fit, no-op train func, Ray Train defaults", False, False),

@@ -6,7 +6,7 @@
 #   ray-worker      Ray worker node joining $RAY_ADDRESS; advertises the GPUs/CPUs the container sees
 #   prefect-worker  joins the Ray cluster as a small CPU node (the flow is the Ray driver and needs a local
 #                   raylet), then runs a Prefect process worker polling $PREFECT_WORK_POOL
-#   prefect-deploy  one-shot: create the process work pool if missing, register every deployment in prefect.yaml
+#   prefect-deploy  one-shot: create the work pools if missing (scripts/work-pools.sh), register prefect.yaml
 #   ray-driver CMD  join $RAY_ADDRESS as a small CPU node, then exec CMD (a Prefect Kubernetes flow-run pod:
 #                   `senet-entrypoint ray-driver prefect flow-run execute`, see docs/kuberay.md)
 #   anything else   exec'd as is (e.g. `senet-dist train ...`, `prefect server start ...`, `bash`)
@@ -54,10 +54,7 @@ case "$role" in
   prefect-deploy)
     shift
     require PREFECT_API_URL
-    pool="${PREFECT_WORK_POOL:-local-pool}"
-    if ! prefect work-pool inspect "$pool" >/dev/null 2>&1; then
-      prefect work-pool create "$pool" --type process
-    fi
+    bash /app/scripts/work-pools.sh  # every pool prefect.yaml names, each only if missing
     exec prefect deploy --no-prompt --all "$@"
     ;;
   ray-driver)

@@ -47,6 +47,7 @@ def train_senet(
     force: bool = False,
     concurrent: bool | None = None,
     ray_address: str | None = None,
+    resource_wait_s: float | None = None,
     dataset_name: str | None = None,
 ) -> list[VariantSummary] | State:
     """Shard ``data`` (ImageFolder path or built-in dataset name), train ``variants``, evaluate, store tables.
@@ -73,6 +74,7 @@ def train_senet(
             shard=shard,
             force=force,
             ray_address=ray_address,
+            resource_wait_s=resource_wait_s,
             dataset_name=dataset_name,
         )
     ).validate()
@@ -81,7 +83,9 @@ def train_senet(
     if not todo:
         get_run_logger().info("dataset %s unchanged and every variant trained: nothing to do", dataset.fingerprint[:12])
         return Completed(name="Unchanged", message="data unchanged; every variant already trained")
-    with RaySession(cfg.ray_address) as session:  # one Ray for every variant: one start-up, safe concurrency
+    with RaySession(
+        cfg.ray_address, resource_wait_s=cfg.resource_wait_s
+    ) as session:  # one Ray for every variant: one start-up, safe concurrency
         states = _train_all(todo, dataset, cfg, session, concurrent)
     summaries = [s.result() for s in states if s.is_completed()]
     if summaries:

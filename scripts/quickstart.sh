@@ -2,6 +2,7 @@
 # The README's main command: install, start a local Prefect server (SQLite) and a process worker, deploy,
 # run `prefect deployment run train-senet/quickstart --watch` on a real offline dataset, print the leaderboard,
 # and stop what it started. A second run with unchanged data finishes in state "Unchanged" without retraining.
+#   bash scripts/quickstart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -44,7 +45,7 @@ done
 healthy || { echo "Prefect server not healthy after 120 s" >&2; exit 1; }
 
 echo "==> deploying (prefect.yaml)"
-prefect work-pool inspect local-pool >/dev/null 2>&1 || prefect work-pool create local-pool --type process >/dev/null
+bash scripts/work-pools.sh >"$logs/work-pools.log" 2>&1 || { cat "$logs/work-pools.log"; exit 1; }
 prefect deploy --no-prompt --all >"$logs/deploy.log" 2>&1 || { cat "$logs/deploy.log"; exit 1; }
 
 echo "==> starting a process worker"

@@ -163,6 +163,8 @@ TABLES: dict[str, TableSpec] = {
                     _f("lr", pa.float64()),
                     _f("img_per_s", pa.float64()),
                     _f("epoch_seconds", pa.float64()),
+                    _f("ema_val_loss", pa.float64()),  # null when the run kept no EMA of its weights
+                    _f("ema_val_acc", pa.float64()),
                     _f("created_at", TS, False),
                 ]
             ),
@@ -190,6 +192,7 @@ TABLES: dict[str, TableSpec] = {
                     _f("confusion_matrix", pa.list_(pa.list_(pa.int64()))),
                     _f("latency_ms_per_image", pa.float64()),
                     _f("img_per_s", pa.float64()),
+                    _f("weights", pa.string()),  # which weights were scored: model or ema (null: before EMA existed)
                     _f("report_json", pa.string()),
                     _f("created_at", TS, False),
                 ]

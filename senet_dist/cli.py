@@ -37,15 +37,25 @@ def models(
     image_size: Annotated[
         int | None, typer.Option(help="Input size for GFLOPs (default 224; 32 for CIFAR nets)")
     ] = None,
+    summary: Annotated[bool, typer.Option(help="Per-layer table of ONE model: layer, output shape, params")] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Model kwarg, e.g. --set stem=cifar --set width=32")
+    ] = None,
+    num_classes: Annotated[int, typer.Option(help="Classes of the classifier head")] = 1000,
 ) -> None:
-    """List registered models with parameter counts and GFLOPs."""
+    """List registered models with parameter counts and GFLOPs, or one model's per-layer --summary."""
     from rich.table import Table
 
-    from senet_dist.models import UnknownModelError, model_table
+    from senet_dist.models import model_table
+    from senet_dist.schema import parse_overrides
 
     try:
-        rows = model_table(names or None, image_size=image_size)
-    except UnknownModelError as exc:
+        kwargs = parse_overrides(set_ or [])
+        if summary:
+            _print_summary(names or [], image_size, num_classes, kwargs)
+            return
+        rows = model_table(names or None, image_size=image_size, num_classes=num_classes, **kwargs)
+    except (ValueError, TypeError) as exc:  # unknown model or kwarg, bad value
         _fail(exc)
     table = Table("model", "params", "GFLOPs", "input px")
     for r in rows:
@@ -54,6 +64,22 @@ def models(
             r["name"], f"{r['params']:,}", "-" if gflops is None else f"{gflops:.2f}", str(r.get("image_size", ""))
         )
     console.print(table)
+
+
+def _print_summary(names: list[str], image_size: int | None, num_classes: int, kwargs: dict) -> None:
+    from rich.table import Table
+
+    from senet_dist.models.summary import summarize
+
+    if len(names) != 1:
+        raise ValueError(f"--summary takes exactly one model name, got {len(names)}")
+    s = summarize(names[0], num_classes=num_classes, image_size=image_size, **kwargs)
+    table = Table("layer", "type", "output shape", "params", title=f"{s.name} at {s.image_size} px")
+    for r in s.rows:
+        shape = "-" if r.output_shape is None else "x".join(map(str, r.output_shape))
+        table.add_row(r.name, r.kind, shape, f"{r.params:,}")
+    console.print(table)
+    console.print(f"total params: {s.total_params:,}")
 
 
 @datasets_app.command("list")
@@ -229,6 +255,9 @@ def run(
         str | None, typer.Option(help="ImageFolder path or built-in dataset (NAME or NAME:PER_CLASS)")
     ] = None,
     variant: Annotated[list[str] | None, typer.Option(help="Model variant (repeatable)")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Recipe (configs/recipes/): variants, train and shard sections")
+    ] = None,
     shards: Annotated[str | None, typer.Option(help="Shards root")] = None,
     artifacts: Annotated[
         str | None, typer.Option(help="Artifacts root (local dir or s3:// URI); $SENET_ARTIFACTS when unset")
@@ -248,12 +277,18 @@ def run(
 
     Unset options take the pipeline config's defaults, as the flow does: `senet-dist config` prints them."""
     from senet_dist.pipeline import PipelineConfig
+    from senet_dist.pipeline.recipes import recipe_params
     from senet_dist.schema import parse_overrides
+    from senet_dist.train import TrainConfig
 
     given = {"data": data, "variants": variant, "shards": shards, "artifacts": artifacts}
     params = {k: v for k, v in given.items() if v}
     try:  # validate before Prefect or Ray start: bad input costs milliseconds and exits 2
         overrides = parse_overrides(set_ or [])
+        if config:  # the recipe's sections, then the options given here, then --set on its train section
+            recipe = recipe_params(config)
+            overrides = TrainConfig.parse(recipe.pop("train")).with_overrides(overrides).to_dict()
+            params = {**recipe, **params}
         PipelineConfig.parse({**params, "train": overrides}).validate()
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)

@@ -21,7 +21,7 @@ class ConfigError(PermanentError, ValueError):
 
 
 class ResourceError(ConfigError):
-    """The worker group needs more than the Ray cluster has, and the cluster cannot grow."""
+    """The worker group needs more than the Ray cluster has, and the cluster cannot grow (or did not in time)."""
 
 
 class TrainingError(SenetError, RuntimeError):

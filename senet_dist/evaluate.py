@@ -8,12 +8,15 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from senet_dist.devices import resolve_device
+
+if TYPE_CHECKING:
+    from senet_dist.data import LoaderConfig
 from senet_dist.train.checkpoint import model_from_checkpoint, resolve_checkpoint
 
 
@@ -48,6 +51,7 @@ class EvalReport:
     img_per_s: float
     num_samples: int
     checkpoint: str = ""
+    weights: str = "model"  # which weights were scored: "model" (trained) or "ema" (their moving average)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -72,6 +76,7 @@ class EvalReport:
             "confusion_matrix": self.confusion_matrix.astype(int).tolist(),
             "latency_ms_per_image": self.latency_ms_per_image,
             "img_per_s": self.img_per_s,
+            "weights": self.weights,
         }
         full = d | {"split": self.split, "num_samples": self.num_samples, "checkpoint": self.checkpoint} | self.extra
         d["report_json"] = json.dumps(full, sort_keys=True)
@@ -121,23 +126,28 @@ def evaluate_checkpoint(
     num_workers: int = 0,
     run_id: str | None = None,
     top_k: int = 5,
+    weights: str = "auto",
 ) -> EvalReport:
-    """Evaluate a checkpoint (or a run directory: its best checkpoint) on ``split`` of a dataset version."""
-    from senet_dist.data import DatasetInfo, LoaderConfig, make_loader
+    """Evaluate a checkpoint (or a run directory: its best checkpoint) on ``split`` of a dataset version.
+
+    ``weights="auto"`` scores the better of the trained and the EMA weights on val at that epoch (the report's
+    ``weights`` says which); images get the evaluation view and normalisation the run trained with.
+    """
+    from senet_dist.data import DatasetInfo, make_loader
 
     checkpoint_dir = resolve_checkpoint(checkpoint_dir)
     dev = resolve_device(device, fallback="error")
-    model, meta = model_from_checkpoint(checkpoint_dir, map_location="cpu")
+    model, meta = model_from_checkpoint(checkpoint_dir, map_location="cpu", weights=weights)
     info = DatasetInfo.load(version_dir)
     if list(info.classes) != list(meta["classes"]):
         raise ValueError(f"checkpoint classes {meta['classes']} differ from dataset classes {list(info.classes)}")
     model = model.to(dev).eval()
-    lcfg = LoaderConfig(batch_size=batch_size, image_size=int(meta.get("image_size", 32)), num_workers=num_workers)
-    loader = make_loader(version_dir, split, lcfg, train=False)
+    loader = make_loader(version_dir, split, eval_loader_config(meta, batch_size, num_workers), train=False)
     labels, preds, topk_hits, infer_s = _predict(model, loader, dev, top_k if info.num_classes > top_k else 0)
     n = len(labels)
     if n == 0:
-        raise ValueError(f"split {split!r} of {version_dir} is empty")
+        hint = " (sharded with a test fraction of 0: evaluate --split val)" if split == "test" else ""
+        raise ValueError(f"split {split!r} of {version_dir} is empty{hint}")
     cm = confusion_matrix(labels, preds, info.num_classes)
     m = classification_metrics(cm, list(info.classes))
     return EvalReport(
@@ -151,8 +161,67 @@ def evaluate_checkpoint(
         img_per_s=n / infer_s if infer_s > 0 else 0.0,
         num_samples=n,
         checkpoint=str(checkpoint_dir),
+        weights=meta["weights"],
         extra={"epoch": meta.get("epoch"), "device": dev.type, "batch_size": batch_size},
         **m,
+    )
+
+
+def report_split(version_dir: str | Path) -> str:
+    """The split a run is reported on: ``test``, or ``val`` when the version was sharded without a test split
+    (e.g. an 80/20 train/val recipe; checkpoints were then also selected on val, so the figure is optimistic)."""
+    from senet_dist.data import DatasetInfo
+
+    return "test" if DatasetInfo.load(version_dir).counts.get("test", 0) > 0 else "val"
+
+
+EVAL_VIEW = ("augment", "eval_crop_ratio", "mean", "std", "decoder")  # loader options that shape an eval batch
+
+
+def eval_loader_config(meta: dict[str, Any], batch_size: int, num_workers: int) -> LoaderConfig:
+    """The loader the run validated with (view, normalisation, decoder from its saved ``loader`` section), read
+    on the CPU; checkpoints without a saved config get the defaults."""
+    from senet_dist.data import LoaderConfig
+
+    saved = (meta.get("config") or {}).get("loader") or {}
+    view = {k: saved[k] for k in EVAL_VIEW if k in saved}
+    return LoaderConfig(
+        batch_size=batch_size, image_size=int(meta.get("image_size", 32)), num_workers=num_workers, **view
+    )
+
+
+@dataclass
+class Samples:
+    """A few images of a split as the model saw them (uint8 NHWC), with true and predicted class names."""
+
+    images: np.ndarray
+    true: list[str]
+    predicted: list[str]
+    weights: str
+
+    @property
+    def titles(self) -> list[str]:
+        return [f"{t} / {p}" for t, p in zip(self.true, self.predicted, strict=True)]
+
+
+@torch.no_grad()
+def sample_predictions(
+    checkpoint_dir: str | Path, version_dir: str | Path, *, split: str = "test", n: int = 16, weights: str = "auto"
+) -> Samples:
+    """The first ``n`` images of ``split`` (evaluation view, on the CPU) with the checkpoint's predictions."""
+    from senet_dist.data import make_loader
+
+    checkpoint_dir = resolve_checkpoint(checkpoint_dir)
+    model, meta = model_from_checkpoint(checkpoint_dir, map_location="cpu", weights=weights)
+    lcfg = eval_loader_config(meta, batch_size=n, num_workers=0)
+    images, labels = next(iter(make_loader(version_dir, split, lcfg, train=False)))
+    predicted = model.eval()(images).argmax(1)
+    mean = torch.tensor(lcfg.mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(lcfg.std).view(1, 3, 1, 1) * 255
+    pixels = (images * std + mean).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    classes = list(meta["classes"])
+    return Samples(
+        pixels, [classes[i] for i in labels.tolist()], [classes[i] for i in predicted.tolist()], meta["weights"]
     )
 
 

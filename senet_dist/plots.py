@@ -69,19 +69,39 @@ def plot_confusion_matrix(cm: Any, classes: Sequence[str], path: str | Path, *, 
 
 
 def plot_curves(history: Sequence[EpochMetrics], path: str | Path) -> Path:
-    """Two panels: train/val loss and train/val accuracy per epoch."""
+    """Two panels: train/val loss and train/val accuracy per epoch (plus the EMA weights on val, if kept)."""
     if not history:
         raise ValueError("history is empty: nothing to plot")
     epochs = [h.epoch for h in history]
+    series = [("train", "-o"), ("val", "-s")]
+    if any(h.ema_val_acc is not None for h in history):
+        series.append(("ema_val", "--^"))
     fig = new_figure(10, 4)
     ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
-        for split, style in (("train", "-o"), ("val", "-s")):
-            ax.plot(epochs, [getattr(h, f"{split}_{key}") for h in history], style, label=split)
+        for split, style in series:
+            values = [getattr(h, f"{split}_{key}") for h in history]
+            ax.plot(epochs, [np.nan if v is None else v for v in values], style, label=split.replace("_", " "))
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()
     ax_acc.set_ylim(0, 1.02)
+    save_png(fig, path)
+    return Path(path)
+
+
+def plot_sample_grid(images: np.ndarray, titles: Sequence[str], path: str | Path, *, cols: int = 4) -> Path:
+    """A grid of uint8 images (N, H, W, 3), each titled (e.g. ``true / predicted``)."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(titles) or not len(images):
+        raise ValueError(f"need N>0 images of shape (N, H, W, 3) and N titles, got {images.shape}, {len(titles)}")
+    rows = -(-len(images) // cols)
+    fig = new_figure(2.2 * cols, 2.4 * rows)
+    for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(images[i])
+            ax.set_title(titles[i], fontsize=8)
     save_png(fig, path)
     return Path(path)

@@ -45,7 +45,7 @@ def _ensure_local_ray():
 
     if not ray.is_initialized():
         # 2 training workers + Ray Train's controller on logical CPUs (the box has 2 cores).
-        ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": dict(QUIET_ENV)})
+        ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": dict(QUIET_ENV)})
     return ray
 
 

@@ -60,6 +60,9 @@ def test_shard_fetch_and_report_roundtrip(tmp_path):
     assert again.exit_code == 0 and "unchanged" in again.output
     empty = runner.invoke(app, ["report", "--artifacts", str(tmp_path / "artifacts")])
     assert empty.exit_code == 0
+    eighty_twenty = ["shard", str(src), str(tmp_path / "s8020"), "--val", "0.2", "--test", "0", "--no-progress"]
+    split = runner.invoke(app, eighty_twenty)  # an 80/20 train/val split is one pair of flags
+    assert split.exit_code == 0 and "'train': 16, 'val': 4, 'test': 0" in split.output, split.output
 
 
 def test_bad_inputs_exit_2_with_one_line(tmp_path):
@@ -106,3 +109,19 @@ def test_shard_option_defaults_are_the_schemas():
         f"[default: {defaults.fractions[1]}]",
     ):
         assert shown in helped.output
+
+
+def test_run_with_a_recipe_validates_it_before_prefect_or_ray(tmp_path):
+    """`run --config RECIPE` merges the recipe, the options and --set, and refuses bad input with one line."""
+    from senet_dist.pipeline.recipes import RECIPES_DIR
+
+    recipe = str(RECIPES_DIR / "densenet121_se_head_80_20.yaml")
+    no_data = runner.invoke(app, ["run", "--config", recipe, "--data", str(tmp_path / "nope")])
+    assert no_data.exit_code == 2 and "neither an ImageFolder" in no_data.output
+    bad_set = runner.invoke(app, ["run", "--config", recipe, "--set", "optimizer.name=lamb"])
+    assert bad_set.exit_code == 2 and "optimizer.name must be one of" in bad_set.output
+    (tmp_path / "r.yaml").write_text("variants: [se_resnet_tiny]\ntrain: {epochs: 1}\nshards: /tmp/x\n")
+    bad_recipe = runner.invoke(app, ["run", "--config", str(tmp_path / "r.yaml")])
+    assert bad_recipe.exit_code == 2 and "a recipe sets only" in bad_recipe.output
+    for result in (no_data, bad_set, bad_recipe):
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output

@@ -134,13 +134,37 @@ def test_evaluate_checkpoint_report_is_consistent(lfw_checkpoint, tmp_path) -> N
         "confusion_matrix",
         "latency_ms_per_image",
         "img_per_s",
+        "weights",
         "report_json",
     }
     assert set(d) == expected
+    assert d["weights"] == report.weights == "model"  # no EMA in this checkpoint
     assert d["run_id"] == "eval-test" and d["dataset_version"] == info.version
     assert json.loads(d["report_json"])["num_samples"] == n
     png = plot_confusion_matrix(report.confusion_matrix, report.classes, tmp_path / "cm.png")
     assert png.stat().st_size > 1000
+
+
+def test_evaluation_uses_the_better_weights_and_says_which(lfw_checkpoint, tmp_path) -> None:
+    """A checkpoint holding trained and EMA weights: "auto" scores the one meta.json names as better on val."""
+    import torch
+
+    from senet_dist.evaluate import evaluate_checkpoint
+    from senet_dist.train.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
+
+    ckpt, version, _ = lfw_checkpoint
+    with pytest.raises(CheckpointError, match="no EMA weights"):
+        evaluate_checkpoint(ckpt, version, weights="ema", device="cpu")
+    state, meta = load_checkpoint(ckpt), read_meta(ckpt)
+    good = state["model"]
+    broken = {k: torch.zeros_like(v) if v.is_floating_point() else v for k, v in good.items()}  # constant logits
+    state = {**state, "model": broken, "ema": {"model": good, "updates": 10}}
+    both = save_checkpoint(tmp_path / "both", state, {**meta, "better_weights": "ema"})
+    auto = evaluate_checkpoint(both, version, device="cpu")
+    raw = evaluate_checkpoint(both, version, weights="model", device="cpu")
+    assert auto.weights == "ema" and raw.weights == "model"
+    assert auto.accuracy > 0.7 and raw.accuracy == 0.5  # zeroed weights predict one class of two balanced ones
+    assert json.loads(auto.to_dict()["report_json"])["weights"] == "ema"
 
 
 def test_evaluate_rejects_bad_inputs(lfw_checkpoint, tmp_path) -> None:
@@ -180,4 +204,21 @@ def test_evaluate_command_writes_report_and_plots(lfw_checkpoint, tmp_path) -> N
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["accuracy"] == report.accuracy and saved["run_id"] == "eval-test"
     assert (tmp_path / "out" / "confusion.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "samples.png").stat().st_size > 1000
     assert "non_face" in console.export_text()
+
+
+def test_sample_predictions_give_the_images_as_seen_with_names(lfw_checkpoint, tmp_path) -> None:
+    from senet_dist.evaluate import sample_predictions
+    from senet_dist.plots import plot_sample_grid
+
+    ckpt, version, info = lfw_checkpoint
+    s = sample_predictions(ckpt, version, split="test", n=6)
+    assert s.images.shape == (6, 32, 32, 3) and s.images.dtype == np.uint8
+    assert s.images.std() > 10  # real pixels back from the normalised batch, not a constant
+    assert set(s.true) <= set(info.classes) and set(s.predicted) <= set(info.classes)
+    assert sum(t == p for t, p in zip(s.true, s.predicted, strict=True)) >= 4  # the model beats chance here too
+    assert s.titles[0] == f"{s.true[0]} / {s.predicted[0]}" and s.weights == "model"
+    assert plot_sample_grid(s.images, s.titles, tmp_path / "grid.png", cols=4).stat().st_size > 1000
+    with pytest.raises(ValueError, match="need N>0 images"):
+        plot_sample_grid(s.images[:2], s.titles, tmp_path / "bad.png")

@@ -39,15 +39,37 @@ def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)[0]
 
 
-def _train_view(img: torch.Tensor, size: int, scale: tuple[float, float], hflip: bool) -> torch.Tensor:
-    top, left, h, w = RandomResizedCrop.get_params(img, list(scale), list(_RATIO))
-    out = _resize(img[:, top : top + h, left : left + w], (size, size))
+def _square(img: torch.Tensor, size: int) -> torch.Tensor:
+    return img.float() if tuple(img.shape[-2:]) == (size, size) else _resize(img, (size, size))
+
+
+def _pad_crop(img: torch.Tensor, size: int, pad: int) -> torch.Tensor:
+    """Zero-pad ``pad`` pixels per side, then a random ``size`` x ``size`` crop (torchvision's RandomCrop)."""
+    padded = F.pad(_square(img, size), (pad, pad, pad, pad))
+    top, left = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,)))
+    return padded[:, top : top + size, left : left + size]
+
+
+def _train_view(
+    img: torch.Tensor, size: int, augment: str, scale: tuple[float, float], hflip: bool, pad: int
+) -> torch.Tensor:
+    if augment == "random_resized_crop":
+        top, left, h, w = RandomResizedCrop.get_params(img, list(scale), list(_RATIO))
+        out = _resize(img[:, top : top + h, left : left + w], (size, size))
+    elif augment == "pad_crop":
+        out = _pad_crop(img, size, pad)
+    elif augment == "resize":
+        out = _square(img, size)
+    else:
+        raise ValueError(f"gpu_decode: unsupported augment {augment!r}")
     if hflip and torch.rand(()) < 0.5:
         out = out.flip(-1)
     return out
 
 
-def _eval_view(img: torch.Tensor, size: int, crop_ratio: float) -> torch.Tensor:
+def _eval_view(img: torch.Tensor, size: int, augment: str, crop_ratio: float) -> torch.Tensor:
+    if augment != "random_resized_crop":  # pad_crop and resize evaluate on the plain square resize
+        return _square(img, size)
     h, w = img.shape[-2:]
     short = eval_resize(size, crop_ratio)
     new_h, new_w = (short, max(short, round(w * short / h))) if h <= w else (max(short, round(h * short / w)), short)
@@ -63,14 +85,19 @@ def decode_batch(
     image_size: int,
     device: torch.device | str,
     normalizer: Normalizer,
+    augment: str = "random_resized_crop",
     scale: tuple[float, float] = (0.08, 1.0),
     hflip: bool = True,
     crop_ratio: float = 0.875,
+    pad: int = 4,
 ) -> torch.Tensor:
-    """Encoded images -> float32 NCHW normalised batch on ``device``."""
+    """Encoded images -> float32 NCHW normalised batch on ``device`` (the same views as the CPU transforms)."""
     images = decode_images(datas, device)
     views = [
-        _train_view(i, image_size, scale, hflip) if train else _eval_view(i, image_size, crop_ratio) for i in images
+        _train_view(i, image_size, augment, scale, hflip, pad)
+        if train
+        else _eval_view(i, image_size, augment, crop_ratio)
+        for i in images
     ]
     batch = torch.stack(views).clamp_(0, 255)
     return normalizer(batch)

@@ -50,9 +50,13 @@ class LoaderOptions(Section):
     shuffle_buffer: int = Field(1000, ge=1)  # samples per loader worker
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    hflip: bool = True
-    eval_crop_ratio: float = Field(0.875, gt=0, le=1)
+    # training view (data/transforms.py AUGMENTS): random_resized_crop (crop_scale of the area; eval: resize +
+    # centre crop by eval_crop_ratio), pad_crop (CIFAR: pad `pad` px, random crop), resize (no crop, no zoom)
+    augment: Literal["random_resized_crop", "pad_crop", "resize"] = "random_resized_crop"
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # random_resized_crop only
+    pad: int = Field(4, ge=0)  # pad_crop only: zero padding on each side before the random crop
+    hflip: bool = True  # random horizontal flip in training, every augment mode
+    eval_crop_ratio: float = Field(0.875, gt=0, le=1)  # random_resized_crop only
     decoder: Literal["torchvision", "pil"] = "torchvision"  # CPU path: torchvision (pre-resized shards) or pil (draft)
     pin_memory: bool | None = None  # None -> torch.cuda.is_available()
     persistent_workers: bool = False
@@ -159,9 +163,11 @@ class Loader:
             image_size=cfg.image_size,
             device=self.device,
             normalizer=self.normalizer,
+            augment=cfg.augment,
             scale=cfg.crop_scale,
             hflip=cfg.hflip,
             crop_ratio=cfg.eval_crop_ratio,
+            pad=cfg.pad,
         )
         labels = labels.to(self.device, non_blocking=True)
         return (images, labels, keys) if self.return_keys else (images, labels)
@@ -201,12 +207,19 @@ def make_loader(
     else:
         sizes = [eval_slot_size(shards, Slot(rank, world_size, w, workers)) for w in range(workers)]
         num_batches = sum(math.ceil(n / cfg.batch_size) for n in sizes)
-    target = cfg.image_size if train else eval_resize(cfg.image_size, cfg.eval_crop_ratio)
+    center_crop = cfg.augment == "random_resized_crop" and not train
+    target = eval_resize(cfg.image_size, cfg.eval_crop_ratio) if center_crop else cfg.image_size
     if cfg.gpu_decode:
         decode, collate = raw_bytes, bytes_collate
     else:
         transform = build_transform(
-            cfg.image_size, train, scale=cfg.crop_scale, hflip=cfg.hflip, crop_ratio=cfg.eval_crop_ratio
+            cfg.image_size,
+            train,
+            augment=cfg.augment,
+            scale=cfg.crop_scale,
+            hflip=cfg.hflip,
+            crop_ratio=cfg.eval_crop_ratio,
+            pad=cfg.pad,
         )
         decode = ImageDecoder(transform, target if cfg.decoder == "pil" else None)
         collate = uint8_collate

@@ -15,6 +15,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+AUGMENTS = ("random_resized_crop", "pad_crop", "resize")
+"""Training views: ``random_resized_crop`` (Inception-style crop of ``scale`` of the area, resized; evaluation
+resizes the shorter side to ``size / crop_ratio`` and centre-crops), ``pad_crop`` (resize to ``size`` x ``size``,
+zero-pad ``pad`` pixels, random ``size`` crop: CIFAR style) and ``resize`` (resize to ``size`` x ``size``, no crop).
+``pad_crop`` and ``resize`` evaluate on the plain ``size`` x ``size`` resize (aspect ratio not kept, like the
+reference write-ups' ``Resize((224, 224))``); every mode adds a horizontal flip in training when ``hflip``."""
+
+
 def eval_resize(image_size: int, crop_ratio: float = 0.875) -> int:
     return int(image_size / crop_ratio)
 
@@ -23,17 +31,29 @@ def build_transform(
     image_size: int,
     train: bool,
     *,
+    augment: str = "random_resized_crop",
     scale: tuple[float, float] = (0.08, 1.0),
     hflip: bool = True,
     crop_ratio: float = 0.875,
+    pad: int = 4,
 ) -> v2.Compose:
     """uint8 CHW image (tensor or PIL) -> uint8 CHW tensor of image_size x image_size (normalised per batch)."""
-    if train:
-        ops: list[Any] = [v2.RandomResizedCrop(image_size, scale=scale, antialias=True)]
-        if hflip:
-            ops.append(v2.RandomHorizontalFlip())
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+    square = v2.Resize((image_size, image_size), antialias=True)  # a no-op for images already that size
+    ops: list[Any]
+    if augment == "random_resized_crop":
+        ops = (
+            [v2.RandomResizedCrop(image_size, scale=scale, antialias=True)]
+            if train
+            else [v2.Resize(eval_resize(image_size, crop_ratio), antialias=True), v2.CenterCrop(image_size)]
+        )
+    elif augment == "pad_crop" and train:
+        ops = [square, v2.RandomCrop(image_size, padding=pad, fill=0, padding_mode="constant")]
     else:
-        ops = [v2.Resize(eval_resize(image_size, crop_ratio), antialias=True), v2.CenterCrop(image_size)]
+        ops = [square]
+    if train and hflip:
+        ops.append(v2.RandomHorizontalFlip())
     return v2.Compose([v2.ToImage(), *ops])
 
 

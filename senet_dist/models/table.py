@@ -9,6 +9,7 @@ even the 150M-parameter hybrid costs milliseconds. FLOPs come from
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,19 +34,22 @@ def count_flops(model: nn.Module, image_size: int | tuple[int, int], batch: int 
     return counter.get_total_flops()
 
 
-def model_row(name: str, image_size: int | None = None, num_classes: int = 1000) -> dict:
-    """``{name, params, image_size, gflops}`` for one registered model, built on ``meta``."""
+def model_row(name: str, image_size: int | None = None, num_classes: int = 1000, **kwargs: Any) -> dict:
+    """``{name, params, image_size, gflops}`` for one registered model built with ``kwargs``, on ``meta``."""
     check_model_name(name)
     with torch.device("meta"):
-        model = create_model(name, num_classes=num_classes)
+        model = create_model(name, num_classes=num_classes, **kwargs)
     default: int = getattr(model, "default_image_size", 224)
     size = image_size or default
     flops = count_flops(model, size)
     return {"name": name, "params": count_params(model), "image_size": size, "gflops": round(flops / 1e9, 3)}
 
 
-def model_table(names: Iterable[str] | None = None, image_size: int | None = None) -> list[dict]:
+def model_table(
+    names: Iterable[str] | None = None, image_size: int | None = None, num_classes: int = 1000, **kwargs: Any
+) -> list[dict]:
     """One row per model (all registered by default); GFLOPs at 224 px, or 32 px for CIFAR nets."""
     if image_size is not None and image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
-    return [model_row(n, image_size) for n in (list_models() if names is None else list(names))]
+    names = list_models() if names is None else list(names)
+    return [model_row(n, image_size, num_classes, **kwargs) for n in names]

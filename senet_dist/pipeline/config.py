@@ -12,6 +12,7 @@ from senet_dist.data import ShardConfig, fetch_dataset, list_datasets
 from senet_dist.schema import Section
 from senet_dist.storage import is_uri
 from senet_dist.train.config import TrainConfig
+from senet_dist.train.session import RESOURCE_WAIT_S
 
 DEFAULT_VARIANTS = ("se_resnet_tiny", "se_resnet_cifar")
 ARTIFACTS_ENV = "SENET_ARTIFACTS"
@@ -36,6 +37,8 @@ class PipelineConfig(Section):
     shard: ShardConfig = Field(default_factory=ShardConfig)
     force: bool = False  # retrain even when data and config are unchanged
     ray_address: str | None = None  # join this Ray cluster (else RAY_ADDRESS, else start a local Ray)
+    # On a joined cluster (it may autoscale): how long a worker group may wait for its resources before the run fails.
+    resource_wait_s: float = Field(RESOURCE_WAIT_S, ge=0)
     dataset_name: str | None = None  # the model registry's name for this data (one champion each); None: from data
 
     @field_validator("variants")

@@ -25,7 +25,18 @@ from senet_dist.storage import download_dir, is_local, join, read_bytes, tree_by
 from senet_dist.train import EpochMetrics, FitResult, RaySession
 from senet_dist.train.checkpoint import CHECKPOINT_FILE, META_FILE
 
-EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "img_per_s", "epoch_seconds")
+EPOCH_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "img_per_s",
+    "epoch_seconds",
+    "ema_val_loss",
+    "ema_val_acc",
+)
 
 
 @dataclass(frozen=True)
@@ -145,8 +156,8 @@ def _record_success(
     wall: float,
 ) -> VariantSummary:
     """Evaluate the best checkpoint, write plots/report next to the tables, append every table's rows."""
-    from senet_dist.evaluate import evaluate_checkpoint
-    from senet_dist.plots import plot_confusion_matrix, plot_curves
+    from senet_dist.evaluate import evaluate_checkpoint, report_split, sample_predictions
+    from senet_dist.plots import plot_confusion_matrix, plot_curves, plot_sample_grid
 
     run_id = base_row["run_id"]
     if result.best_checkpoint is None:
@@ -154,10 +165,13 @@ def _record_success(
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         best = _local_checkpoint(result.best_checkpoint, out / "best")
-        report = evaluate_checkpoint(best, version_dir, run_id=run_id)
+        split = report_split(version_dir)
+        report = evaluate_checkpoint(best, version_dir, split=split, run_id=run_id)
         report.variant, report.dataset_version = base_row["variant"], base_row["dataset_version"]
         plot_confusion_matrix(report.confusion_matrix, report.classes, out / "reports" / "confusion_matrix.png")
         plot_curves(result.history, out / "reports" / "curves.png")
+        samples = sample_predictions(best, version_dir, split=split)
+        plot_sample_grid(samples.images, samples.titles, out / "reports" / "samples.png")
         (out / "reports" / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
         reports_uri = join(cfg.artifacts_abs, "reports", run_id)
         upload_dir(out / "reports", reports_uri)

@@ -106,20 +106,20 @@ def export_model(
         src = _resolve_source(str(source), store, Path(tmp) / "checkpoint")
         version_dir = _version_dir(src, data, store)
         pre = Preprocess.from_checkpoint_meta(src.meta)
-        images, info = real_test_images(version_dir, pre, num_images, src.meta["classes"])
-        model, _ = model_from_checkpoint(src.checkpoint, map_location="cpu")
+        images, info, split = real_test_images(version_dir, pre, num_images, src.meta["classes"])
+        model, meta = model_from_checkpoint(src.checkpoint, map_location="cpu")  # the weights evaluation scores
         model.eval()
         build = Path(tmp) / "build"
         build.mkdir()
-        card = card_from_checkpoint(src.meta, src.uri)
+        card = card_from_checkpoint(meta, src.uri)
         card.format, card.file = fmt, FORMATS[fmt]
         _EXPORTERS[fmt](model, _example(images), build / card.file)
         runner = load_file(fmt, build / card.file, card, torch.device("cpu"))
-        verification = verify(model, runner, images, atol=atol, dataset_version=info.version)
+        verification = verify(model, runner, images, atol=atol, dataset_version=info.version, split=split)
         if not verification.passed:
             raise VerificationError(
-                f"exported {fmt} model disagrees with the PyTorch model on {verification.images} real test images "
-                f"of {info.version}: top-1 differs on {verification.top1_mismatches}, max |logit difference| "
+                f"exported {fmt} model disagrees with the PyTorch model on {verification.images} real {split} "
+                f"images of {info.version}: top-1 differs on {verification.top1_mismatches}, max |logit difference| "
                 f"{verification.max_abs_diff:.3g} (allowed {atol:g}); nothing was written to {out}"
             )
         registered = _registered(store, model_id or src.run_id)
@@ -130,7 +130,7 @@ def export_model(
             "version": src.meta.get("dataset_version"),
             "fingerprint": src.meta.get("dataset_fingerprint"),
         }
-        card.test_metrics = _test_metrics(store, src, version_dir, info.version)
+        card.test_metrics = _test_metrics(store, src, version_dir, info.version, split)
         card.exported_at = utcnow().isoformat()
         card.verification = verification.to_dict()
         card.versions = _versions(fmt)
@@ -225,22 +225,25 @@ def _version_dir(src: _Source, data: str | os.PathLike[str] | None, store: Artif
 
 def real_test_images(
     version_dir: str | os.PathLike[str], pre: Preprocess, n: int, classes: list[str] | None = None
-) -> tuple[torch.Tensor, Any]:
-    """Up to ``n`` test images of a dataset version, prepared as the evaluation loader prepares them."""
+) -> tuple[torch.Tensor, Any, str]:
+    """``(images, info, split)``: up to ``n`` images of the version's report split (``test``; ``val`` for versions
+    sharded without a test split), prepared as the evaluation loader prepares them."""
     from senet_dist.data import DatasetInfo, make_loader
+    from senet_dist.evaluate import report_split
 
     info = DatasetInfo.load(version_dir)
     if classes is not None and list(info.classes) != list(classes):
         raise ExportError(f"model classes {list(classes)} differ from {info.version}'s classes {list(info.classes)}")
-    if info.counts.get("test", 0) == 0:
-        raise ExportError(f"dataset version {info.version} has no test images to verify the export with")
+    split = report_split(info.version_dir)
+    if info.counts.get(split, 0) == 0:
+        raise ExportError(f"dataset version {info.version} has no {split} images to verify the export with")
     batches, have = [], 0
-    for images, _ in make_loader(version_dir, "test", pre.loader_config(n), train=False):
+    for images, _ in make_loader(version_dir, split, pre.loader_config(n), train=False):
         batches.append(images)
         have += len(images)
         if have >= n:
             break
-    return torch.cat(batches)[:n].float(), info
+    return torch.cat(batches)[:n].float(), info, split
 
 
 def _example(images: torch.Tensor) -> torch.Tensor:
@@ -285,7 +288,13 @@ def _require_onnx() -> None:
 
 
 def verify(
-    model: torch.nn.Module, runner: Any, images: torch.Tensor, *, atol: float = DEFAULT_ATOL, dataset_version: str = ""
+    model: torch.nn.Module,
+    runner: Any,
+    images: torch.Tensor,
+    *,
+    atol: float = DEFAULT_ATOL,
+    dataset_version: str = "",
+    split: str = "test",
 ) -> Verification:
     """Compare ``runner`` (the exported model, loaded back) with ``model`` on ``images`` and on a batch of one."""
     with torch.inference_mode():
@@ -295,11 +304,11 @@ def verify(
         got = runner(batch)
         sizes.append(len(batch))
         if got.shape != expected.shape:
-            return Verification(len(images), dataset_version, "test", sizes, float("inf"), len(batch), atol)
+            return Verification(len(images), dataset_version, split, sizes, float("inf"), len(batch), atol)
         diff = (got - expected).abs().max().item()
         diffs.append(diff if diff == diff else float("inf"))  # NaN -> inf: never within tolerance
         mismatches += int((got.argmax(1) != expected.argmax(1)).sum())
-    return Verification(len(images), dataset_version, "test", sizes, max(diffs), mismatches, atol)
+    return Verification(len(images), dataset_version, split, sizes, max(diffs), mismatches, atol)
 
 
 # ---- metadata -------------------------------------------------------------------------------------------
@@ -311,18 +320,20 @@ def _registered(store: ArtifactStore | None, model_id: str | None) -> Any:
     return find(store, model_id)
 
 
-def _test_metrics(store: ArtifactStore | None, src: _Source, version_dir: Path, version: str) -> dict[str, Any]:
-    """The recorded test evaluation of the run on ``version``, else a fresh evaluation of the checkpoint."""
+def _test_metrics(
+    store: ArtifactStore | None, src: _Source, version_dir: Path, version: str, split: str
+) -> dict[str, Any]:
+    """The recorded evaluation of the run on ``version``'s ``split``, else a fresh evaluation of the checkpoint."""
     from senet_dist.release.registry import latest_evaluation, metrics_from_evaluation
 
     if store is not None and src.run_id:
-        row = latest_evaluation(store, src.run_id, version)
+        row = latest_evaluation(store, src.run_id, version, split)
         if row is not None:
             return metrics_from_evaluation(row)
     from senet_dist.evaluate import evaluate_checkpoint
 
-    report = evaluate_checkpoint(src.checkpoint, version_dir, split="test", device="cpu")
-    return metrics_from_evaluation({**report.to_dict(), "split": "test"})
+    report = evaluate_checkpoint(src.checkpoint, version_dir, split=split, device="cpu")
+    return metrics_from_evaluation({**report.to_dict(), "split": split})
 
 
 def _versions(fmt: str) -> dict[str, str]:

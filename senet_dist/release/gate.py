@@ -54,6 +54,7 @@ class GateResult:
 
     dataset: str
     version: str
+    split: str  # "test"; "val" for a version sharded without a test split
     decision: str  # "promoted", "challenger" or "unchanged" (every new model already registered)
     reason: str
     best: ModelRecord | None  # the best new model, in its state after the decision
@@ -98,16 +99,16 @@ class GateResult:
         line("model", lambda r: f"`{r.model_id}`")
         line("variant", lambda r: r.variant or "?")
         line("trained on", lambda r: r.dataset_version or "?")
-        line(f"test accuracy on {self.version}", lambda r: _num(r.accuracy))
-        line(f"test macro F1 on {self.version}", lambda r: _num(r.macro_f1))
-        line("test images", lambda r: str(r.metrics.get("num_samples", "?")))
+        line(f"{self.split} accuracy on {self.version}", lambda r: _num(r.accuracy))
+        line(f"{self.split} macro F1 on {self.version}", lambda r: _num(r.macro_f1))
+        line(f"{self.split} images", lambda r: str(r.metrics.get("num_samples", "?")))
         line("stage now", lambda r: f"**{r.stage}**")
         body = "\n".join(lines) + "\n"
         notes = []
         if self.reevaluated and champ is not None:
             notes.append(
-                f"The champion was trained on {champ.dataset_version} and re-evaluated on {self.version}'s test split "
-                "for this comparison."
+                f"The champion was trained on {champ.dataset_version} and re-evaluated on {self.version}'s "
+                f"{self.split} split for this comparison."
             )
         others = [r for r in self.candidates if best is None or r.model_id != best.model_id]
         if others:
@@ -146,15 +147,17 @@ def _score(rec: ModelRecord) -> tuple[float, float]:
 
 
 def test_metrics(store: ArtifactStore, rec: ModelRecord, version_dir: str | Path) -> tuple[dict[str, Any], bool]:
-    """``(metrics, evaluated_now)`` of a model on ``version_dir``'s test split: the recorded evaluation, or a new
-    one (appended to ``evaluations``). Raises :class:`IncompatibleModel` when the classes differ."""
+    """``(metrics, evaluated_now)`` of a model on ``version_dir``'s test split (``val`` for a version sharded
+    without one, as the pipeline reports it): the recorded evaluation, or a new one (appended to ``evaluations``).
+    Raises :class:`IncompatibleModel` when the classes differ."""
     from senet_dist.data import DatasetInfo
-    from senet_dist.evaluate import evaluate_checkpoint
+    from senet_dist.evaluate import evaluate_checkpoint, report_split
     from senet_dist.train.checkpoint import read_meta
 
     info = DatasetInfo.load(version_dir)
+    split = report_split(version_dir)
     if rec.run_id is not None:
-        row = latest_evaluation(store, rec.run_id, info.version)
+        row = latest_evaluation(store, rec.run_id, info.version, split)
         if row is not None:
             return metrics_from_evaluation(row), False
     if not rec.checkpoint_uri:
@@ -164,11 +167,11 @@ def test_metrics(store: ArtifactStore, rec: ModelRecord, version_dir: str | Path
         classes = read_meta(ckpt).get("classes")
         if list(classes or []) != list(info.classes):
             raise IncompatibleModel(f"its classes {classes} differ from {info.version}'s {list(info.classes)}")
-        log.info("evaluating %s on %s/test", rec.model_id, info.version)
-        report = evaluate_checkpoint(ckpt, info.version_dir, split="test", run_id=rec.run_id or rec.model_id)
+        log.info("evaluating %s on %s/%s", rec.model_id, info.version, split)
+        report = evaluate_checkpoint(ckpt, info.version_dir, split=split, run_id=rec.run_id or rec.model_id)
     if rec.variant:
         report.variant = rec.variant
-    row = {**report.to_dict(), "split": "test"}
+    row = {**report.to_dict(), "split": split}
     store.append("evaluations", [row])
     return metrics_from_evaluation(row), True
 
@@ -198,7 +201,9 @@ def promote_best(
 
     if not run_ids:
         raise RegistryError("the gate needs at least one new run")
-    version = DatasetInfo.load(version_dir).version
+    from senet_dist.evaluate import report_split
+
+    version, split = DatasetInfo.load(version_dir).version, report_split(version_dir)
     new: list[ModelRecord] = []
     for run_id in run_ids:
         rec = candidate(store, run_id, dataset)
@@ -210,7 +215,7 @@ def promote_best(
         before = states(store, dataset)
         fresh = [r for r in new if r.model_id not in before]
         if not fresh:  # a repeated gate (a retried task): decided before; finish an export it may have missed
-            result = _unchanged(dataset, version, new, before)
+            result = _unchanged(dataset, version, split, new, before)
             champ_now = result.previous_champion
             if export_root is not None and champ_now is not None and champ_now.model_id in {r.model_id for r in new}:
                 if champ_now.export_for(export_format) is None:
@@ -238,7 +243,7 @@ def promote_best(
                 continue  # another gate or a person decided meanwhile: compare with what is there now
             if champ_eval is not None and now_champ is not None:
                 champ_eval = with_metrics(now_champ, champ_eval.metrics)  # its newest event (exports included)
-            rows, result = _decide(dataset, version, best, fresh, now_champ, champ_eval, note)
+            rows, result = _decide(dataset, version, split, best, fresh, now_champ, champ_eval, note)
             result.reevaluated = reevaluated
             append_events(store, rows)
         if export_root is not None and result.decision == "promoted" and result.best is not None:
@@ -250,6 +255,7 @@ def promote_best(
 def _decide(
     dataset: str,
     version: str,
+    split: str,
     best: ModelRecord,
     fresh: list[ModelRecord],
     champ: ModelRecord | None,
@@ -257,7 +263,7 @@ def _decide(
     note: str,
 ) -> tuple[list[dict[str, Any]], GateResult]:
     now = utcnow()
-    where = f"{version}/test"
+    where = f"{version}/{split}"
     if champ is None:
         promoted, reason = True, f"first champion of {dataset}: accuracy {_num(best.accuracy)} on {where}"
     elif champ_eval is None:
@@ -309,6 +315,7 @@ def _decide(
     result = GateResult(
         dataset=dataset,
         version=version,
+        split=split,
         decision="promoted" if promoted else "challenger",
         reason=reason,
         best=after[best.model_id],
@@ -318,12 +325,15 @@ def _decide(
     return rows, result
 
 
-def _unchanged(dataset: str, version: str, new: list[ModelRecord], current: dict[str, ModelRecord]) -> GateResult:
+def _unchanged(
+    dataset: str, version: str, split: str, new: list[ModelRecord], current: dict[str, ModelRecord]
+) -> GateResult:
     now = [current[r.model_id] for r in new]
     champ = next((r for r in current.values() if r.stage == CHAMPION), None)
     return GateResult(
         dataset=dataset,
         version=version,
+        split=split,
         decision="unchanged",
         reason="every new model was already registered (a repeated gate)",
         best=now[0],

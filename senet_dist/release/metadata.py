@@ -27,28 +27,38 @@ def check_format(fmt: str) -> str:
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Evaluation-time input recipe: decode to RGB, resize the shorter side to ``resize``, centre-crop
-    ``image_size``, scale to [0, 1], subtract ``mean`` and divide by ``std`` (per channel) -> float32 NCHW.
-    The same steps the evaluation loader applies, so predictions match the reported test metrics."""
+    """Evaluation-time input recipe, the run's own evaluation view (``senet_dist.evaluate.eval_loader_config``):
+    decode to RGB; ``augment="random_resized_crop"``: resize the shorter side to ``resize`` and centre-crop
+    ``image_size``; ``pad_crop`` / ``resize``: resize to ``image_size`` x ``image_size``; then scale to [0, 1],
+    subtract ``mean`` and divide by ``std`` per channel -> float32 NCHW. The steps the evaluation loader applies, so
+    predictions match the reported test metrics."""
 
     image_size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     crop_ratio: float = 0.875
+    augment: str = "random_resized_crop"
+
+    @property
+    def center_crop(self) -> bool:
+        return self.augment == "random_resized_crop"
 
     @property
     def resize(self) -> int:
-        return eval_resize(self.image_size, self.crop_ratio)
+        return eval_resize(self.image_size, self.crop_ratio) if self.center_crop else self.image_size
 
     @classmethod
     def from_checkpoint_meta(cls, meta: dict[str, Any]) -> Preprocess:
-        """The recipe of a checkpoint: its image size and its training config's loader normalisation."""
-        loader = (meta.get("config") or {}).get("loader") or {}
+        """The recipe of a checkpoint: the loader its run evaluated with."""
+        from senet_dist.evaluate import eval_loader_config
+
+        cfg = eval_loader_config(meta, 1, 0)
         return cls(
-            image_size=int(meta.get("image_size") or (meta.get("config") or {}).get("image_size") or 32),
-            mean=tuple(loader.get("mean", IMAGENET_MEAN)),
-            std=tuple(loader.get("std", IMAGENET_STD)),
-            crop_ratio=float(loader.get("eval_crop_ratio", 0.875)),
+            image_size=int(cfg.image_size),
+            mean=cfg.mean,
+            std=cfg.std,
+            crop_ratio=float(cfg.eval_crop_ratio),
+            augment=str(cfg.augment),
         )
 
     @classmethod
@@ -58,24 +68,32 @@ class Preprocess:
             mean=tuple(d["mean"]),
             std=tuple(d["std"]),
             crop_ratio=float(d.get("crop_ratio", 0.875)),
+            augment=str(d.get("augment", "random_resized_crop")),
         )
 
     def to_dict(self) -> dict[str, Any]:
+        size = self.image_size
+        steps = (
+            f"resize shorter side to {self.resize}, centre crop {size}"
+            if self.center_crop
+            else f"resize to {size}x{size}"
+        )
         return {
-            "image_size": self.image_size,
-            "resize_shorter": self.resize,
-            "center_crop": self.image_size,
+            "image_size": size,
+            "augment": self.augment,
+            "resize_shorter": self.resize if self.center_crop else None,
+            "center_crop": size if self.center_crop else None,
             "crop_ratio": self.crop_ratio,
             "mean": list(self.mean),
             "std": list(self.std),
-            "input": "RGB, float32 NCHW, (x / 255 - mean) / std",
+            "input": f"RGB; {steps}; float32 NCHW, (x / 255 - mean) / std",
         }
 
     def transform(self) -> Any:
         """PIL image or uint8 CHW tensor -> uint8 CHW tensor of ``image_size`` (the evaluation transform)."""
         from senet_dist.data.transforms import build_transform
 
-        return build_transform(self.image_size, train=False, crop_ratio=self.crop_ratio)
+        return build_transform(self.image_size, train=False, augment=self.augment, crop_ratio=self.crop_ratio)
 
     def normalizer(self) -> Any:
         from senet_dist.data.transforms import Normalizer
@@ -92,6 +110,7 @@ class Preprocess:
             mean=self.mean,
             std=self.std,
             eval_crop_ratio=self.crop_ratio,
+            augment=self.augment,
             num_workers=0,
             pin_memory=False,
         )
@@ -113,6 +132,7 @@ class ModelCard:
     test_metrics: dict[str, Any] | None = None  # accuracy, macro_f1, ... on dataset_version's test split
     checkpoint: str | None = None
     epoch: int | None = None
+    weights: str | None = None  # which of the checkpoint's weights: "model" (trained) or "ema" (moving average)
     exported_at: str | None = None
     verification: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)

@@ -199,7 +199,12 @@ def candidate(store: ArtifactStore, run_id: str, dataset: str) -> ModelRecord:
         dataset_fingerprint=run["dataset_fingerprint"],
         checkpoint_uri=run["best_checkpoint_uri"],
     )
-    evaluation = latest_evaluation(store, run_id, run["dataset_version"]) if run["dataset_version"] else None
+    version = run["dataset_version"]
+    evaluation = (
+        (latest_evaluation(store, run_id, version) or latest_evaluation(store, run_id, version, "val"))
+        if version
+        else None
+    )
     return with_metrics(rec, metrics_from_evaluation(evaluation)) if evaluation else rec
 
 

@@ -85,6 +85,7 @@ def card_from_checkpoint(meta: dict[str, Any], checkpoint: str) -> ModelCard:
         dataset={"version": meta.get("dataset_version"), "fingerprint": meta.get("dataset_fingerprint")},
         checkpoint=checkpoint,
         epoch=meta.get("epoch"),
+        weights=meta.get("weights") or meta.get("better_weights") or "model",
     )
 
 

@@ -47,17 +47,33 @@ def load_checkpoint(directory: str | Path, map_location: str | torch.device = "c
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
-def model_from_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the registered model with its saved kwargs and load the weights; returns (model, meta)."""
+WEIGHTS = ("auto", "model", "ema")
+
+
+def model_from_checkpoint(
+    directory: str | Path, map_location: str | torch.device = "cpu", weights: str = "auto"
+) -> tuple[nn.Module, dict]:
+    """Rebuild the registered model with its saved kwargs and load the weights; returns (model, meta).
+
+    ``weights``: ``model`` (the trained weights), ``ema`` (their moving average; an error if the run kept none) or
+    ``auto``: whichever did better on val at that epoch (``meta["better_weights"]``; ``model`` for checkpoints
+    without EMA). The returned meta says which under ``"weights"``.
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     meta = read_meta(directory)
     state = load_checkpoint(directory, map_location)
+    chosen = meta.get("better_weights", "model") if weights == "auto" else weights
+    if chosen == "ema" and not state.get("ema"):
+        raise CheckpointError(f"{directory} holds no EMA weights (the run had ema.enabled false)")
     model = create_model(meta["model"], num_classes=meta["num_classes"], **meta.get("model_kwargs", {}))
-    model.load_state_dict(state["model"])
-    return model, meta
+    model.load_state_dict(state["ema"]["model"] if chosen == "ema" else state["model"])
+    return model, {**meta, "weights": chosen}
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint dir as is; a run dir -> its kept checkpoint with the best ``val_acc`` (ties: the later epoch)."""
+    """A checkpoint dir as is; a run dir -> its kept checkpoint with the best ranking metric (the run's
+    ``keep_best_by``, ``val_acc`` by default; ties: the later epoch)."""
     p = Path(path)
     if (p / META_FILE).is_file():
         return p
@@ -67,6 +83,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
     def score(d: Path) -> tuple[float, int]:
         meta = read_meta(d)
-        return float(meta.get("metrics", {}).get("val_acc", -1.0)), int(meta.get("epoch", 0))
+        value = meta.get("metrics", {}).get(meta.get("keep_best_by", "val_acc"))
+        return float(-1.0 if value is None else value), int(meta.get("epoch", 0))
 
     return max(found, key=score)

@@ -17,6 +17,7 @@ from senet_dist.data import resolve_version
 from senet_dist.errors import TrainingError
 from senet_dist.train.config import TrainConfig
 from senet_dist.train.launcher import fit
+from senet_dist.train.progress import ProgressDisplay
 from senet_dist.train.results import EpochMetrics, FitResult
 
 if TYPE_CHECKING:
@@ -24,8 +25,11 @@ if TYPE_CHECKING:
 
 
 def load_config(model: str | None, config: str | Path | None, sets: Sequence[str] = ()) -> TrainConfig:
-    """File (optional) -> ``--set k=v`` overrides -> ``--model`` (which wins)."""
-    cfg = TrainConfig.from_file(config) if config else TrainConfig()
+    """File (optional: a TrainConfig, or a recipe whose ``train`` section and ``model``'s kwargs are used) ->
+    ``--set k=v`` overrides -> ``--model`` (which wins)."""
+    from senet_dist.pipeline.recipes import train_config_from_file
+
+    cfg = train_config_from_file(config, model) if config else TrainConfig()
     cfg = cfg.with_overrides(list(sets))
     return cfg.with_overrides({"model": model}) if model else cfg
 
@@ -52,9 +56,15 @@ def train_command(
         f"{cfg.epochs} epoch(s), global batch {cfg.batch_size}"
     )
     try:
-        with console.status("training under Ray Train ..."):
+        with ProgressDisplay(console) as progress:  # rank 0's steps, img/s and ETA about every 10 s
             result = fit(
-                cfg.model, version_dir, cfg, storage_path=storage_path, run_name=run_name, ray_address=ray_address
+                cfg.model,
+                version_dir,
+                cfg,
+                storage_path=storage_path,
+                run_name=run_name,
+                ray_address=ray_address,
+                on_progress=progress,
             )
     except TrainingError as exc:
         if isinstance(exc.result, FitResult) and exc.result.history:
@@ -67,21 +77,23 @@ def train_command(
 
 
 def history_table(history: Sequence[EpochMetrics]) -> Table:
+    """One row per epoch; the EMA's val loss/accuracy columns only when the run kept an EMA."""
+    ema = any(h.ema_val_acc is not None for h in history)
     table = Table(title="epochs")
-    for col in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "img/s", "s"):
+    cols = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
+    cols += ["ema_val_loss", "ema_val_acc"] if ema else []
+    for col in (*cols, "lr", "img/s", "s"):
         table.add_column(col, justify="right")
     for h in history:
-        table.add_row(
-            str(h.epoch),
-            f"{h.train_loss:.4f}",
-            f"{h.train_acc:.4f}",
-            f"{h.val_loss:.4f}",
-            f"{h.val_acc:.4f}",
-            f"{h.lr:.4g}",
-            f"{h.img_per_s:.0f}",
-            f"{h.epoch_seconds:.1f}",
-        )
+        row = [str(h.epoch), f"{h.train_loss:.4f}", f"{h.train_acc:.4f}", f"{h.val_loss:.4f}", f"{h.val_acc:.4f}"]
+        if ema:
+            row += [_num(h.ema_val_loss), _num(h.ema_val_acc)]
+        table.add_row(*row, f"{h.lr:.4g}", f"{h.img_per_s:.0f}", f"{h.epoch_seconds:.1f}")
     return table
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def evaluate_command(
@@ -95,15 +107,18 @@ def evaluate_command(
     console: Console | None = None,
 ) -> EvalReport:
     """Evaluate, print a per-class table, and (with ``out_dir``) write report.json, confusion.png, curves.png."""
-    from senet_dist.evaluate import evaluate_checkpoint
-    from senet_dist.plots import plot_confusion_matrix, plot_curves
+    from senet_dist.evaluate import evaluate_checkpoint, sample_predictions
+    from senet_dist.plots import plot_confusion_matrix, plot_curves, plot_sample_grid
     from senet_dist.train.checkpoint import read_meta, resolve_checkpoint
 
     console = console or Console()
     ckpt = resolve_checkpoint(checkpoint)
     with console.status(f"evaluating {ckpt.name} on {split} ..."):
         report = evaluate_checkpoint(ckpt, resolve_version(data), split=split, batch_size=batch_size, device=device)
-    table = Table(title=f"{report.variant} on {report.dataset_version}/{split}: accuracy {report.accuracy:.4f}")
+    table = Table(
+        title=f"{report.variant} ({report.weights} weights) on {report.dataset_version}/{split}: "
+        f"accuracy {report.accuracy:.4f}"
+    )
     for col in ("class", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="right")
     for c in report.per_class:
@@ -119,8 +134,10 @@ def evaluate_command(
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
         plot_confusion_matrix(report.confusion_matrix, report.classes, out / "confusion.png")
+        samples = sample_predictions(ckpt, resolve_version(data), split=split)
+        plot_sample_grid(samples.images, samples.titles, out / "samples.png")
         history = [EpochMetrics.from_dict(h) for h in read_meta(ckpt).get("history", [])]
         if history:
             plot_curves(history, out / "curves.png")
-        console.print(f"wrote {out}/report.json and plots")
+        console.print(f"wrote {out}/report.json and plots (confusion, samples, curves)")
     return report

@@ -12,6 +12,7 @@ from torch import nn
 from senet_dist.models import create_model
 from senet_dist.models.table import count_params
 from senet_dist.train.config import TrainConfig
+from senet_dist.train.ema import ModelEma
 from senet_dist.train.loops import Amp, StepOptions
 from senet_dist.train.optim import build_optimizer, build_scheduler
 
@@ -26,6 +27,8 @@ class Components:
     eval_criterion: nn.Module
     opts: StepOptions
     num_params: int
+    num_classes: int
+    ema: ModelEma | None = None  # the weights' moving average (cfg.ema.enabled), on the model's device
 
 
 def build_components(
@@ -48,6 +51,7 @@ def build_components(
         core = core.to(memory_format=torch.channels_last)
     model = wrap(core) if wrap is not None else core.to(device)
     core = _bare(model)
+    ema = ModelEma(core, cfg.ema) if cfg.ema.enabled else None
     optimizer = build_optimizer(core, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     if cfg.compile:
@@ -68,6 +72,8 @@ def build_components(
         eval_criterion=nn.CrossEntropyLoss(),
         opts=opts,
         num_params=count_params(core),
+        num_classes=num_classes,
+        ema=ema,
     )
 
 
@@ -82,6 +88,10 @@ def restore(c: Components, state: dict[str, Any]) -> None:
     c.scheduler.load_state_dict(state["scheduler"])
     if c.opts.amp.scaler is not None and state.get("scaler"):
         c.opts.amp.scaler.load_state_dict(state["scaler"])
+    if c.ema is not None and state.get("ema"):
+        c.ema.load_state_dict(state["ema"])
+    elif c.ema is not None:  # a checkpoint saved without EMA: the average restarts from its weights
+        c.ema.module.load_state_dict(state["model"])
 
 
 def training_state(c: Components) -> dict[str, Any]:
@@ -91,4 +101,5 @@ def training_state(c: Components) -> dict[str, Any]:
         "optimizer": c.optimizer.state_dict(),
         "scheduler": c.scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
+        "ema": c.ema.state_dict() if c.ema is not None else None,  # {"model": state_dict, "updates": n}
     }

@@ -21,12 +21,15 @@ _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 class OptimizerConfig(Section):
     TITLE: ClassVar[str] = "optimizer config"
-    name: Literal["sgd", "adamw"] = "sgd"
+    name: Literal["sgd", "adam", "adamw"] = "sgd"  # adam: L2 in the gradient (torch Adam); adamw: decoupled
     lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = True
-    weight_decay: float = Field(5e-4, ge=0)  # conv/linear weights only (optim.param_groups)
-    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+    nesterov: bool = True  # sgd only
+    weight_decay: float = Field(5e-4, ge=0)
+    # weights: conv/linear weights only, norm scales and biases are not decayed (optim.param_groups);
+    # all: every parameter, as plain torch optimizers (and Keras/most reference write-ups) do
+    weight_decay_scope: Literal["weights", "all"] = "weights"
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
 
 
 class ScheduleConfig(Section):
@@ -39,6 +42,43 @@ class ScheduleConfig(Section):
     min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine floor as a fraction of the peak lr
     step_epochs: int = Field(30, ge=1)  # step schedule: multiply by gamma every step_epochs
     gamma: float = Field(0.1, gt=0, le=1)
+
+
+class MixupConfig(Section):
+    """Mixup / CutMix on the training batch with mixed (soft) targets, as timm's ``Mixup`` in ``batch`` mode.
+
+    Off while both alphas are 0. Per batch: with probability ``prob`` it is mixed with its reverse; when both
+    are on, CutMix is picked with probability ``switch_prob``; lambda ~ Beta(alpha, alpha), and for CutMix it is
+    corrected to the pasted box's clipped area.
+    """
+
+    TITLE: ClassVar[str] = "mixup config"
+    mixup_alpha: float = Field(0.0, ge=0)  # > 0 turns mixup on
+    cutmix_alpha: float = Field(0.0, ge=0)  # > 0 turns cutmix on
+    prob: float = Field(1.0, ge=0, le=1)  # probability that a batch is mixed at all
+    switch_prob: float = Field(0.5, ge=0, le=1)  # both on: probability of cutmix instead of mixup
+    off_after_epoch: int | None = Field(None, ge=0)  # epochs after this one (1-based) train unmixed; None: never off
+
+    @property
+    def enabled(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+    def active(self, epoch: int) -> bool:
+        """Whether 1-based ``epoch`` trains on mixed batches."""
+        return self.enabled and (self.off_after_epoch is None or epoch <= self.off_after_epoch)
+
+
+class EmaConfig(Section):
+    """Exponential moving average of the weights (and BN statistics), updated after every optimizer step and
+    evaluated on val every epoch, as timm's ``ModelEmaV3``."""
+
+    TITLE: ClassVar[str] = "ema config"
+    enabled: bool = False
+    decay: float = Field(0.9998, gt=0, lt=1)  # the decay once warmed up
+    # warm-up: decay_t = min(decay, 1 - (1 + t)^-warmup_power), so early averages are not dominated by the
+    # random init. power 2/3 reaches 0.999 after ~31.6k steps, 3/4 after ~10k (short runs)
+    warmup: bool = True
+    warmup_power: float = Field(2 / 3, gt=0, le=1)
 
 
 class TrainConfig(Section):
@@ -59,7 +99,9 @@ class TrainConfig(Section):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     loader: LoaderOptions = Field(default_factory=LoaderOptions)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    mixup: MixupConfig = Field(default_factory=MixupConfig)
+    ema: EmaConfig = Field(default_factory=EmaConfig)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # also applies to mixed targets
     grad_clip: float | None = Field(None, gt=0)
     image_size: int = Field(32, ge=32)  # every registered model needs >= 32 px
     num_workers: int = Field(2, ge=1)  # Ray Train workers (DDP ranks)
@@ -69,9 +111,10 @@ class TrainConfig(Section):
     channels_last: Literal["auto"] | bool = "auto"  # auto: on for GPU
     compile: bool = False
     seed: int = 0
-    keep_best_n: int = Field(2, ge=1)  # checkpoints kept, ranked by val_acc (the latest is always kept too)
+    keep_best_n: int = Field(2, ge=1)  # checkpoints kept, ranked by keep_best_by (the latest is always kept too)
+    keep_best_by: Literal["val_acc", "ema_val_acc"] = "val_acc"  # the ranking (and patience) metric
     max_failures: int = Field(1, ge=-1)  # Ray Train restarts after a lost worker; -1 = forever
-    patience: int | None = Field(None, ge=1)  # early stopping: epochs without val_acc improvement
+    patience: int | None = Field(None, ge=1)  # early stopping: epochs without a new best keep_best_by
     max_steps_per_epoch: int | None = Field(None, ge=1)  # cap for smoke runs and benchmarks
 
     @field_validator("channels_last", mode="before")
@@ -91,6 +134,8 @@ class TrainConfig(Section):
             raise ValueError(f"batch_size {self.batch_size} is not divisible by num_workers {self.num_workers}")
         if self.precision == "fp16" and not self.use_gpu:
             raise ValueError("precision fp16 needs use_gpu (use bf16 or fp32 on CPU)")
+        if self.keep_best_by == "ema_val_acc" and not self.ema.enabled:
+            raise ValueError("keep_best_by ema_val_acc needs ema.enabled: true")
         return self
 
     @classmethod
@@ -131,4 +176,12 @@ class TrainConfig(Section):
         return self
 
 
-__all__ = ["ConfigError", "OptimizerConfig", "ScheduleConfig", "TrainConfig", "parse_overrides"]
+__all__ = [
+    "ConfigError",
+    "EmaConfig",
+    "MixupConfig",
+    "OptimizerConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "parse_overrides",
+]

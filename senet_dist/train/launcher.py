@@ -11,7 +11,8 @@ import json
 import re
 import time
 import uuid
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,12 @@ from senet_dist.storage import is_local, join, resolve_filesystem, uri_for, writ
 from senet_dist.train.checkpoint import META_FILE
 from senet_dist.train.config import TrainConfig
 from senet_dist.train.faults import FaultPlan
+from senet_dist.train.progress import BoardRelay, ProgressBoard, ProgressEvent
 from senet_dist.train.results import EpochMetrics, FitResult
 from senet_dist.train.session import RaySession
 
 CONFIG_FILE = "config.yaml"
+RAY_TRAIN_LOG_LEVEL = "WARNING"
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}")
 
 
@@ -40,12 +43,16 @@ def fit(
     run_name: str | None = None,
     session: RaySession | None = None,
     ray_address: str | None = None,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
 ) -> FitResult:
     """Train ``variant`` on a dataset version directory with ``cfg.num_workers`` DDP ranks under Ray Train.
 
-    Raises :class:`ConfigError` (before Ray starts, or once it shows the cluster cannot hold the workers) and
+    Raises :class:`ConfigError` (before Ray starts, or once it shows the cluster cannot hold the workers, or that a
+    local ``storage_path`` would be split across several nodes) and
     :class:`TrainingError` when the workers fail beyond ``cfg.max_failures`` restarts. Without ``session``, a
-    Ray session is opened (at ``ray_address``) for this call only.
+    Ray session is opened (at ``ray_address``) for this call only. ``on_progress`` receives rank 0's
+    :class:`~senet_dist.train.progress.ProgressEvent` about every 10 s in the driver (e.g. a
+    ``ProgressDisplay``); without it rank 0 prints progress lines that Ray forwards to the driver's output.
     """
     from ray.train.torch import TorchTrainer
 
@@ -55,23 +62,37 @@ def fit(
     if run_name is not None and not _RUN_NAME.fullmatch(run_name):
         # Ray Train's controller crashes on non-ASCII names (they become metric tags): refuse before Ray starts.
         raise ConfigError(f"run name {run_name!r} must be 1-128 ASCII letters, digits, spaces, '.', '_' or '-'")
-    args = WorkerArgs(train=cfg, version_dir=str(Path(version_dir).resolve()), fault=FaultPlan.from_env())
     ray_path, ray_fs = _ray_storage(storage_path)
     storage = ray_path if ray_fs is None else str(storage_path)  # how results name their checkpoints
     name = run_name or default_run_name(variant)
     with nullcontext(session) if session is not None else RaySession(ray_address) as ray_session:
         start = time.perf_counter()
+        ray_session.check_storage(storage)  # now, and again once nodes have joined during the resource wait
         ray_session.check_resources(cfg)
+        ray_session.check_storage(storage)
         write_bytes(join(storage, name, CONFIG_FILE), cfg.to_yaml().encode())  # only now: a refusal writes nothing
+        board = _progress_board() if on_progress is not None else None
+        args = WorkerArgs(
+            train=cfg,
+            version_dir=str(Path(version_dir).resolve()),
+            fault=FaultPlan.from_env(),
+            progress_board=board,
+        )
         trainer = TorchTrainer(
             train_func_per_worker, train_loop_config={"args": args}, **_trainer_options(cfg, name, ray_path, ray_fs)
         )
+        relay: AbstractContextManager[Any] = (
+            BoardRelay(board, on_progress) if board is not None and on_progress is not None else nullcontext()
+        )
         try:
-            result = trainer.fit()
+            with relay:
+                result = trainer.fit()
             error = result.error
         except Exception as exc:  # Ray raises TrainingFailedError when retries are exhausted
             result, error = None, exc
-        summary = _summarise(result, name, storage, time.perf_counter() - start)
+        finally:
+            _kill(board)
+        summary = _summarise(result, name, storage, time.perf_counter() - start, cfg.keep_best_by)
     if error is not None:
         raise TrainingError(
             f"training {variant} failed: {type(error).__name__}: {error}",
@@ -81,9 +102,27 @@ def fit(
     return summary
 
 
+def _progress_board() -> Any:
+    """A ProgressBoard actor: no CPU reserved, so it never competes with the workers for the cluster."""
+    import ray
+
+    return ray.remote(num_cpus=0)(ProgressBoard).remote()
+
+
+def _kill(actor: Any) -> None:
+    if actor is not None:
+        import ray
+
+        ray.kill(actor)
+
+
 def _trainer_options(cfg: TrainConfig, name: str, ray_path: str, ray_fs: Any) -> dict[str, Any]:
-    """TorchTrainer's scaling, backend, checkpoint and failure settings for ``cfg``."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    """TorchTrainer's scaling, backend, checkpoint, failure and logging settings for ``cfg``.
+
+    ``ray.train`` logs at WARNING: at INFO every rank logs its whole ``TrainingReport(...)`` (metrics dict and
+    checkpoint) at each epoch's report, which buries the progress lines; warnings and errors still show.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig
 
     return {
@@ -96,9 +135,10 @@ def _trainer_options(cfg: TrainConfig, name: str, ray_path: str, ray_fs: Any) ->
             storage_path=ray_path,
             storage_filesystem=ray_fs,
             checkpoint_config=CheckpointConfig(
-                num_to_keep=cfg.keep_best_n, checkpoint_score_attribute="val_acc", checkpoint_score_order="max"
+                num_to_keep=cfg.keep_best_n, checkpoint_score_attribute=cfg.keep_best_by, checkpoint_score_order="max"
             ),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
+            logging_config=LoggingConfig(log_level=RAY_TRAIN_LOG_LEVEL),  # type: ignore[call-arg]  # V2 RunConfig
         ),
     }
 
@@ -119,9 +159,9 @@ def _ray_storage(storage_path: str | Path) -> tuple[str, Any]:
     return path, fs
 
 
-def _summarise(result: Any, name: str, storage: str, wall: float) -> FitResult:
+def _summarise(result: Any, name: str, storage: str, wall: float, score: str = "val_acc") -> FitResult:
     best: list[tuple[Any, dict]] = list(getattr(result, "best_checkpoints", None) or [])
-    best.sort(key=lambda cm: cm[1].get("val_acc", float("-inf")), reverse=True)
+    best.sort(key=lambda cm: cm[1].get(score) or float("-inf"), reverse=True)
     last = getattr(result, "checkpoint", None)
     meta = _read_meta(last) if last is not None else {}
     return FitResult(

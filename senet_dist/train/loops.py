@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from senet_dist.train.ema import ModelEma
+
 
 @dataclass
 class Amp:
@@ -84,16 +86,17 @@ def to_device(images: torch.Tensor, labels: torch.Tensor, opts: StepOptions) -> 
 def train_step(
     model: nn.Module,
     images: torch.Tensor,
-    labels: torch.Tensor,
+    targets: torch.Tensor,
     criterion: nn.Module,
     optimizer: torch.optim.Optimizer,
     opts: StepOptions,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step; returns (loss, logits) still on device so callers decide when to sync."""
+    """One optimisation step on class indices or (N, C) probability targets (mixup/cutmix); returns (loss,
+    logits) still on device so callers decide when to sync."""
     optimizer.zero_grad(set_to_none=True)
     with opts.amp.autocast():
         logits = model(images)
-        loss = criterion(logits, labels)
+        loss = criterion(logits, targets)
     scaler = opts.amp.scaler
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -118,8 +121,13 @@ def train_epoch(
     scheduler: Any,
     opts: StepOptions,
     on_step: Callable[[int], None] | None = None,
+    *,
+    mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ema: ModelEma | None = None,
 ) -> Sums:
-    """Train over ``loader`` (capped at ``opts.max_steps``); ``on_step(step)`` runs after each step (fault hook)."""
+    """Train over ``loader`` (capped at ``opts.max_steps``); ``on_step(step)`` runs after each step (fault hook,
+    progress). ``mix`` turns each batch into (mixed images, soft targets); accuracy then counts the dominant
+    label. ``ema`` is updated after every optimizer step."""
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=opts.device)
     correct = torch.zeros((), dtype=torch.float64, device=opts.device)
@@ -128,8 +136,14 @@ def train_epoch(
         if opts.max_steps is not None and steps >= opts.max_steps:
             break
         images, labels = to_device(images, labels, opts)
-        loss, logits = train_step(model, images, labels, criterion, optimizer, opts)
+        targets = labels
+        if mix is not None:
+            images, targets = mix(images, labels)
+            labels = targets.argmax(1)
+        loss, logits = train_step(model, images, targets, criterion, optimizer, opts)
         scheduler.step()
+        if ema is not None:
+            ema.update()
         loss_sum += loss.double() * labels.numel()
         correct += (logits.argmax(1) == labels).sum()
         n += labels.numel()

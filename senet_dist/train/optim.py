@@ -14,21 +14,26 @@ from torch import nn
 from senet_dist.train.config import ScheduleConfig, TrainConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay conv/linear weights only: decaying BN scales and biases hurts accuracy for no regularisation gain."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
+def param_groups(model: nn.Module, weight_decay: float, scope: str = "weights") -> list[dict]:
+    """``weights``: decay conv/linear weights only (decaying BN scales and biases hurts accuracy for no
+    regularisation gain); ``all``: one group, every parameter decayed (what a reference recipe may prescribe)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if scope == "all":
+        return [{"params": params, "weight_decay": weight_decay}]
+    if scope != "weights":
+        raise ValueError(f"unknown weight decay scope {scope!r}")
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     o = cfg.optimizer
-    groups = param_groups(model, o.weight_decay)
+    groups = param_groups(model, o.weight_decay, o.weight_decay_scope)
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=o.lr, betas=o.betas)
     if o.name == "adamw":
         return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas)
     raise ValueError(f"unknown optimizer {o.name!r}")

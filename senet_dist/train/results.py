@@ -6,7 +6,7 @@ the CLI's table and the curves plot read: one set of names everywhere.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 
@@ -26,13 +26,21 @@ class EpochMetrics:
     world_size: int
     resumed_from_epoch: int  # 0: this attempt started fresh
     stopped_early: bool
+    ema_val_loss: float | None = None  # the EMA weights on val (None: ema off)
+    ema_val_acc: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EpochMetrics:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        """Tolerates histories written before a field with a default existed (older checkpoints)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data or f.default is MISSING})
+
+    @property
+    def better_weights(self) -> str:
+        """``"ema"`` when the EMA weights beat the trained ones on val this epoch, else ``"model"`` (ties: model)."""
+        return "ema" if self.ema_val_acc is not None and self.ema_val_acc > self.val_acc else "model"
 
 
 @dataclass(frozen=True)
@@ -42,9 +50,9 @@ class FitResult:
     run_name: str
     storage_path: str
     history: list[EpochMetrics]
-    best_checkpoint: str | None  # highest val_acc among the kept checkpoints
+    best_checkpoint: str | None  # highest keep_best_by metric among the kept checkpoints
     last_checkpoint: str | None
-    checkpoints: list[str]  # every checkpoint Ray kept (best-N by val_acc), best first
+    checkpoints: list[str]  # every checkpoint Ray kept (best-N by keep_best_by), best first
     wall_seconds: float
     num_params: int | None
 

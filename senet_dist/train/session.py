@@ -3,18 +3,25 @@
 The flow opens one session for every variant it trains (one Ray start-up, safe concurrency from threads); ``fit``
 opens its own only when it is given none. On exit the session restores every environment variable it set and
 shuts down the Ray it started (never one it joined).
+
+Before a worker group starts, the session checks what the cluster holds: a local Ray cannot grow, so a shortfall
+is an error at once; a joined cluster may autoscale (KubeRay scales GPU workers from zero), so the session waits
+for the resources up to ``resource_wait_s``. A local storage path on a cluster of several nodes is refused too:
+each node would write its checkpoints to its own disk.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from typing_extensions import Self
 
-from senet_dist.errors import ResourceError
+from senet_dist.errors import ConfigError, ResourceError
+from senet_dist.storage import is_local
 from senet_dist.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -35,27 +42,43 @@ RAY_TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 # one-node local Ray never does.
 FIXED_SIZE_RAY_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 _SETUP_HOOK = "senet_dist._ray_setup.quiet_ray_workers"
+# How long a cluster that can grow gets to provide a worker group's resources: the default of
+# PipelineConfig.resource_wait_s (the flow's parameter) and of every RaySession; 10 minutes covers a cloud GPU node's
+# provisioning and image pull. While waiting, what is missing is logged every WAIT_LOG_EVERY_S.
+RESOURCE_WAIT_S = 600.0
+WAIT_LOG_EVERY_S = 30.0
+_WAIT_POLL_S = 1.0
+# Set to 1 when a local-looking storage path (/mnt/nfs/...) is a shared mount that every Ray node sees at that path.
+SHARED_STORAGE_ENV = "SENET_SHARED_STORAGE"
 
 
 class RaySession:
     """Start a local Ray (``address`` None and no ``RAY_ADDRESS``) or join one, while the ``with`` block runs.
 
     ``fixed_size``: whether the cluster can never grow, so a worker group it cannot hold is an error rather than
-    a wait for an autoscaler. None means: True exactly when this session started a local Ray.
+    a wait for an autoscaler. None means: True exactly when no cluster address is given (a local Ray, started by
+    this session or already running in this process). ``resource_wait_s``: how long a cluster that can grow gets
+    to provide a worker group's resources before :meth:`check_resources` gives up.
     """
 
     def __init__(
-        self, address: str | None = None, *, num_cpus: int | None = None, fixed_size: bool | None = None
+        self,
+        address: str | None = None,
+        *,
+        num_cpus: int | None = None,
+        fixed_size: bool | None = None,
+        resource_wait_s: float = RESOURCE_WAIT_S,
     ) -> None:
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.num_cpus = num_cpus
-        self._fixed_size = fixed_size
+        self._fixed_size = self.address is None if fixed_size is None else fixed_size
+        self.resource_wait_s = resource_wait_s
         self.started = False
         self._env_added: list[str] = []
 
     @property
     def fixed_size(self) -> bool:
-        return self.started if self._fixed_size is None else self._fixed_size
+        return self._fixed_size
 
     def __enter__(self) -> Self:
         import ray
@@ -67,7 +90,15 @@ class RaySession:
                 ray.init(address=self.address, runtime_env=runtime_env, log_to_driver=True)
             else:  # the hook only here: a cluster's nodes may run other code; this process's package is importable
                 runtime_env["worker_process_setup_hook"] = _SETUP_HOOK
-                ray.init(num_cpus=self.num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
+                # address="local": a new Ray of our own, never a `ray start` cluster that happens to run on this
+                # machine (plain ray.init() would join it, and this session would wrongly think it can't grow)
+                ray.init(
+                    address="local",
+                    num_cpus=self.num_cpus,
+                    include_dashboard=False,
+                    runtime_env=runtime_env,
+                    log_to_driver=True,
+                )
                 self.started = True
         # Ray Train reads these when a trainer starts its controller and passes them on to the workers.
         self._setdefault_env({**RAY_TRAIN_ENV, **(FIXED_SIZE_RAY_TRAIN_ENV if self.fixed_size else {})})
@@ -106,26 +137,69 @@ class RaySession:
         return not self.shortfall(cfgs)
 
     def check_resources(self, cfg: TrainConfig) -> None:
-        """A worker group the cluster cannot hold makes Ray Train retry its start every 60 s, forever: say so.
-
-        Missing GPUs are always an error (no autoscaler adds GPUs to a CPU-only cluster by accident); other
-        resources only on a fixed-size Ray. Elsewhere an autoscaler may add nodes: a warning, and Ray Train waits."""
+        """A worker group the cluster cannot hold makes Ray Train retry its start every 60 s, forever: on a fixed-size
+        Ray that is an error now; on a cluster that can grow, wait up to ``resource_wait_s`` for the autoscaler
+        (GPU nodes included: KubeRay scales them from zero), then an error naming what is still missing."""
         short = self.shortfall([cfg])
-        if not short:
-            return
-        if cfg.use_gpu and "GPU" in short:
-            need, got = short["GPU"]
+        if short and self.fixed_size:
+            if cfg.use_gpu and "GPU" in short:
+                need, got = short["GPU"]
+                raise ResourceError(
+                    f"use_gpu=true needs {need:g} GPU(s) for {cfg.num_workers} worker(s) but the Ray "
+                    f"cluster has {got:g}; set use_gpu=false (--set use_gpu=false) to train on CPU"
+                )
             raise ResourceError(
-                f"use_gpu=true needs {need:g} GPU(s) for {cfg.num_workers} worker(s) but the Ray "
-                f"cluster has {got:g}; set use_gpu=false (--set use_gpu=false) to train on CPU"
-            )
-        what = ", ".join(f"{need:g} {k} (the Ray cluster has {got:g})" for k, (need, got) in short.items())
-        if self.fixed_size:
-            raise ResourceError(
-                f"{cfg.num_workers} worker(s) need {what}: lower num_workers (--set num_workers=N) "
+                f"{cfg.num_workers} worker(s) need {_describe(short)}: lower num_workers (--set num_workers=N) "
                 "or each worker's share (resources_per_worker, e.g. {CPU: 0.5})"
             )
-        log.warning("%d worker(s) need %s; waiting for the cluster to grow (autoscaler)", cfg.num_workers, what)
+        if short:
+            self._wait_for(cfg, short)
+
+    def _wait_for(self, cfg: TrainConfig, short: dict[str, tuple[float, float]]) -> None:
+        start = time.monotonic()
+        deadline, next_log = start + self.resource_wait_s, start
+        while short:
+            now = time.monotonic()
+            if now >= deadline:
+                raise ResourceError(
+                    f"{cfg.num_workers} worker(s) need {_describe(short)}, and the Ray cluster did not grow to hold "
+                    f"them within resource_wait_s={self.resource_wait_s:g} s: add nodes with those resources, "
+                    "lower num_workers or resources_per_worker, or raise resource_wait_s"
+                )
+            if now >= next_log:
+                log.warning(
+                    "%d worker(s) need %s; waiting up to %.0f s more for the cluster to grow (autoscaler)",
+                    cfg.num_workers,
+                    _describe(short),
+                    deadline - now,
+                )
+                next_log = now + WAIT_LOG_EVERY_S
+            time.sleep(min(_WAIT_POLL_S, deadline - now))
+            short = self.shortfall([cfg])
+        log.info("the Ray cluster holds %d worker(s) after %.0f s", cfg.num_workers, time.monotonic() - start)
+
+    def alive_nodes(self) -> int:
+        import ray
+
+        return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+    def check_storage(self, storage_path: str) -> None:
+        """Ray Train has every node write its checkpoints under ``storage_path``: a path on one machine's disk breaks
+        a multi-node run (Ray Train refuses it, or resume finds half the checkpoints). Refuse it before any worker
+        starts, unless ``SENET_SHARED_STORAGE=1`` says the path is a mount that every node shares."""
+        if not is_local(storage_path) or os.environ.get(SHARED_STORAGE_ENV, "").lower() in ("1", "true", "yes"):
+            return
+        nodes = self.alive_nodes()
+        if nodes > 1:
+            raise ConfigError(
+                f"storage path {storage_path} is on local disk but the Ray cluster has {nodes} nodes: use an "
+                f"object-storage URI (artifacts / SENET_ARTIFACTS=s3://bucket/prefix) or a shared mount present "
+                f"at that path on every node (then set {SHARED_STORAGE_ENV}=1)"
+            )
+
+
+def _describe(short: dict[str, tuple[float, float]]) -> str:
+    return ", ".join(f"{need:g} {k} (the Ray cluster has {got:g})" for k, (need, got) in short.items())
 
 
 def worker_group_demand(cfgs: Iterable[TrainConfig]) -> dict[str, float]:
@@ -142,4 +216,4 @@ def worker_group_demand(cfgs: Iterable[TrainConfig]) -> dict[str, float]:
     return total
 
 
-__all__ = ["QUIET_ENV", "RaySession", "worker_group_demand"]
+__all__ = ["QUIET_ENV", "RESOURCE_WAIT_S", "SHARED_STORAGE_ENV", "RaySession", "worker_group_demand"]

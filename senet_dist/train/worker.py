@@ -6,8 +6,10 @@ Epochs are 1-based in metrics and checkpoints; a resumed attempt continues at ``
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ from senet_dist.train.components import Components, build_components, restore, t
 from senet_dist.train.config import TrainConfig
 from senet_dist.train.faults import FaultPlan
 from senet_dist.train.loops import eval_epoch, train_epoch
+from senet_dist.train.mixup import mixup_for_epoch
+from senet_dist.train.progress import StepMeter, print_event
 from senet_dist.train.results import EpochMetrics
 
 
@@ -30,6 +34,7 @@ class WorkerArgs:
     train: TrainConfig
     version_dir: str
     fault: FaultPlan | None = None  # tests only (senet_dist.train.faults)
+    progress_board: Any = None  # a ProgressBoard actor handle; None: rank 0 prints progress lines
 
 
 @dataclass
@@ -42,10 +47,11 @@ class RunState:
     history: list[EpochMetrics] = field(default_factory=list)
     resumed_from: int = 0
 
-    def should_stop(self, val_acc: float, patience: int | None) -> bool:
-        """Update the best/bad-epoch counters; True once ``patience`` epochs passed without a new best."""
-        improved = val_acc > self.best_val_acc
-        self.best_val_acc = max(self.best_val_acc, val_acc)
+    def should_stop(self, score: float, patience: int | None) -> bool:
+        """Update the best/bad-epoch counters with this epoch's ``keep_best_by`` value; True once ``patience``
+        epochs passed without a new best."""
+        improved = score > self.best_val_acc
+        self.best_val_acc = max(self.best_val_acc, score)
         self.bad_epochs = 0 if improved else self.bad_epochs + 1
         return patience is not None and self.bad_epochs >= patience
 
@@ -59,6 +65,7 @@ class RunState:
 
 
 def train_func_per_worker(config: dict[str, Any]) -> None:
+    quiet_report_logs()
     args: WorkerArgs = config["args"]
     cfg, version_dir = args.train, Path(args.version_dir)
     ctx = ray.train.get_context()
@@ -79,8 +86,11 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
         cfg, info.num_classes, ray.train.torch.get_device(), steps, wrap=ray.train.torch.prepare_model
     )
     run = _resume(comp)
+    meter = _meter(args, cfg) if rank == 0 else None
     for epoch in range(run.epoch + 1, cfg.epochs + 1):
-        hook = args.fault.hook(rank, epoch, before_kill=_wait_for_reported_checkpoints) if args.fault else None
+        fault = args.fault.hook(rank, epoch, before_kill=_wait_for_reported_checkpoints) if args.fault else None
+        if meter is not None:
+            meter.start_epoch(epoch, steps)
         start, lr = time.perf_counter(), comp.optimizer.param_groups[0]["lr"]  # lr this epoch starts at
         tr = train_epoch(
             comp.model,
@@ -89,10 +99,18 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
             comp.optimizer,
             comp.scheduler,
             comp.opts,
-            on_step=hook,
+            on_step=_hooks(fault, meter),
+            mix=mixup_for_epoch(cfg.mixup, info.num_classes, epoch, seed=cfg.seed, rank=rank),
+            ema=comp.ema,
         ).reduce()
         va = eval_epoch(comp.core, loader("val", epoch, False), comp.eval_criterion, comp.opts).reduce()
-        stop = run.should_stop(va.acc, cfg.patience) and epoch < cfg.epochs
+        ema_va = (
+            eval_epoch(comp.ema.module, loader("val", epoch, False), comp.eval_criterion, comp.opts).reduce()
+            if comp.ema is not None
+            else None
+        )
+        score = ema_va.acc if cfg.keep_best_by == "ema_val_acc" and ema_va is not None else va.acc
+        stop = run.should_stop(score, cfg.patience) and epoch < cfg.epochs
         metrics = EpochMetrics(
             epoch=epoch,
             train_loss=tr.loss,
@@ -108,12 +126,46 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
             world_size=world,
             resumed_from_epoch=run.resumed_from,
             stopped_early=stop,
+            ema_val_loss=ema_va.loss if ema_va is not None else None,
+            ema_val_acc=ema_va.acc if ema_va is not None else None,
         )
         run.history.append(metrics)
         run.epoch = epoch
         _report(metrics, comp, cfg, info, run, rank)
         if stop:
             break
+
+
+def quiet_report_logs() -> None:
+    """Drop Ray Train's per-rank ``Reporting training result ...: TrainingReport(...)`` INFO line at every report.
+
+    Ray Train 2.60 logs it through ``logging.getLogger(__file__)`` (a logger named by the file's path), which
+    propagates to the root logger, so ``RunConfig(logging_config=LoggingConfig("WARNING"))`` (the launcher sets it;
+    it filters ``ray.train.*`` names only) misses it. Warnings from that module still show."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: nothing to quiet
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def _meter(args: WorkerArgs, cfg: TrainConfig) -> StepMeter:
+    board = args.progress_board
+    emit = print_event if board is None else board.put.remote
+    return StepMeter(emit, epochs=cfg.epochs, images_per_step=cfg.batch_size)
+
+
+def _hooks(*hooks: Callable[[int], None] | None) -> Callable[[int], None] | None:
+    """One ``on_step`` callback running each given hook in order (None when there is none)."""
+    active = [h for h in hooks if h is not None]
+    if not active:
+        return None
+
+    def run_all(step: int) -> None:
+        for hook in active:
+            hook(step)
+
+    return run_all
 
 
 def _wait_for_reported_checkpoints() -> None:
@@ -158,6 +210,8 @@ def _report(
         "image_size": cfg.image_size,
         "num_params": comp.num_params,
         "metrics": metrics.to_dict(),
+        "keep_best_by": cfg.keep_best_by,
+        "better_weights": metrics.better_weights,  # what evaluate_checkpoint uses: "model" or "ema" (on val)
         "history": saved["history"],
         "config": cfg.to_dict(),
     }

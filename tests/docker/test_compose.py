@@ -193,7 +193,10 @@ def test_work_pool_matches_prefect_yaml(services: dict[str, Any]) -> None:
     if not prefect_yaml.exists():
         pytest.skip("prefect.yaml not present")
     pools = {d["work_pool"]["name"] for d in yaml.safe_load(prefect_yaml.read_text())["deployments"]}
-    assert pools == {services["prefect-worker"]["environment"]["PREFECT_WORK_POOL"]}
+    assert services["prefect-worker"]["environment"]["PREFECT_WORK_POOL"] == "local-pool"  # the process pool
+    script = (REPO / "scripts" / "work-pools.sh").read_text()  # what role prefect-deploy runs before deploying
+    created = set(re.findall(r"^have \S+ \|\| prefect work-pool create (\S+) ", script, re.M))
+    assert created == pools == {"local-pool", "senet-docker", "senet-k8s"}
 
 
 def test_artifacts_uri_reaches_minio_for_pyarrow_and_ray(services: dict[str, Any]) -> None:

@@ -1,5 +1,6 @@
-"""Through a REAL Prefect server (SQLite) and process worker: deploy prefect.yaml, `prefect deployment run
-train-senet/quickstart`, then the data-change trigger `check-data/on-data-change` (skips, then retrains on change)."""
+"""Through a REAL Prefect server (SQLite): create the work pools as prefect.yaml says, deploy prefect.yaml, check what
+the server registered for every deployment; then, with a process worker, `prefect deployment run
+train-senet/quickstart` and the data-change trigger `check-data/on-data-change` (skips, then retrains on change)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from senet_dist.artifacts import ArtifactStore
@@ -26,9 +28,11 @@ TINY = {
 }
 
 
-@pytest.fixture()
-def prefect_server(tmp_path):
-    """A real `prefect server start` and `prefect worker start --pool local-pool`, stopped worker-first."""
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A real `prefect server start`, the work pools created by scripts/work-pools.sh (as prefect.yaml says), and
+    `prefect deploy --all` of this repo's prefect.yaml."""
+    tmp_path = tmp_path_factory.mktemp("prefect")
     env = {
         **os.environ,
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
@@ -47,7 +51,6 @@ def prefect_server(tmp_path):
         stdout=open(logs / "server.log", "w"),
         stderr=subprocess.STDOUT,
     )
-    procs = [server]
     try:
         wait_until_healthy(api + "/health", 120, "prefect server", interval=1, proc=server)
 
@@ -56,24 +59,168 @@ def prefect_server(tmp_path):
                 [BIN / "prefect", *args], env=env, cwd=REPO, check=True, capture_output=True, text=True, timeout=300
             )
 
-        run("work-pool", "create", "local-pool", "--type", "process")
+        for _ in range(2):  # the second time every pool exists already: the script leaves them alone
+            subprocess.run(
+                ["bash", REPO / "scripts" / "work-pools.sh"], env=env, check=True, capture_output=True, timeout=300
+            )
         run("deploy", "--no-prompt", "--all")
-        worker = subprocess.Popen(
-            [BIN / "prefect", "worker", "start", "--pool", "local-pool"],
-            env=env,
-            cwd=REPO,
-            stdout=open(logs / "worker.log", "w"),
-            stderr=subprocess.STDOUT,
-        )
-        procs.insert(0, worker)
         yield env, run, logs
     finally:
-        for p in procs:  # worker first: a worker whose server is gone hangs on SIGTERM
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(server)
+
+
+@pytest.fixture()
+def process_worker(prefect_server):
+    """`prefect worker start --pool local-pool`, stopped before the server (a worker whose server is gone hangs on
+    SIGTERM)."""
+    env, run, logs = prefect_server
+    worker = subprocess.Popen(
+        [BIN / "prefect", "worker", "start", "--pool", "local-pool"],
+        env=env,
+        cwd=REPO,
+        stdout=open(logs / "worker.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield prefect_server
+    finally:
+        _stop(worker)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _read_from_server(env, code: str):
+    """Run ``code`` (it prints one JSON document) against the test server; returns the parsed document."""
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+DEPLOYMENTS_AS_JSON = """
+import json
+from prefect.client.orchestration import get_client
+with get_client(sync_client=True) as c:
+    out = {}
+    for d in c.read_deployments():
+        flow = c.read_flow(d.flow_id).name
+        out[f"{flow}/{d.name}"] = {
+            "entrypoint": d.entrypoint, "work_pool": d.work_pool_name, "pull_steps": d.pull_steps,
+            "parameters": d.parameters, "job_variables": d.job_variables,
+            "schedules": [{**s.schedule.model_dump(mode="json", exclude={"anchor_date"}), "active": s.active}
+                          for s in d.schedules],
+        }
+    pools = {p.name: {"type": p.type, "base_job_template": p.base_job_template} for p in c.read_work_pools()}
+    print(json.dumps({"deployments": out, "pools": pools}))
+"""
+IN_REPO = [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+IN_IMAGE = [{"prefect.deployments.steps.set_working_directory": {"directory": "/app"}}]
+# deployment -> (entrypoint, work pool, pull steps): a process worker runs flows from the repo (where `prefect deploy`
+# ran); Docker and Kubernetes flow runs start in the image, whose code is in /app.
+EXPECTED = {
+    "train-senet/quickstart": ("flows/train_senet.py:train_senet", "local-pool", IN_REPO),
+    "train-senet/fashion-mnist": ("flows/train_senet.py:train_senet", "local-pool", IN_REPO),
+    "check-data/on-data-change": ("flows/check_data.py:check_data", "local-pool", IN_REPO),
+    "train-senet/gpu-host": ("flows/train_senet.py:train_senet", "senet-docker", IN_IMAGE),
+    "train-senet/gpu-cluster": ("flows/train_senet.py:train_senet", "senet-k8s", IN_IMAGE),
+}
+TEMPLATES = {
+    "senet-docker": ("docker", "work-pool-docker.json"),
+    "senet-k8s": ("kubernetes", "work-pool-kubernetes.json"),
+}
+
+
+@pytest.fixture(scope="module")
+def registered(prefect_server) -> dict:
+    return _read_from_server(prefect_server[0], DEPLOYMENTS_AS_JSON)
+
+
+def _declared() -> dict[str, dict]:
+    """prefect.yaml's deployments by FLOW/NAME (the flow name from the entrypoint's function)."""
+    flows = {"train_senet": "train-senet", "check_data": "check-data"}
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    return {f"{flows[d['entrypoint'].rsplit(':', 1)[1]]}/{d['name']}": d for d in spec["deployments"]}
+
+
+def test_every_deployment_is_registered_with_its_entrypoint_pool_and_pull_steps(registered) -> None:
+    deployments = registered["deployments"]
+    assert set(deployments) == set(EXPECTED) == set(_declared())
+    for name, (entrypoint, pool, pull) in EXPECTED.items():
+        got = deployments[name]
+        assert (got["entrypoint"], got["work_pool"], got["pull_steps"]) == (entrypoint, pool, pull), name
+
+
+def test_parameters_and_schedules_are_registered_as_declared_and_leave_storage_to_the_environment(registered) -> None:
+    from senet_dist.pipeline import PipelineConfig
+
+    for name, declared in _declared().items():
+        got = registered["deployments"][name]
+        assert got["parameters"] == declared.get("parameters", {}), name
+        assert "artifacts" not in got["parameters"], f"{name}: storage comes from $SENET_ARTIFACTS"
+        if name.startswith("train-senet/"):  # every value is a valid pipeline config (no default repeated wrongly)
+            PipelineConfig.parse(got["parameters"])
+        want = [
+            {("cron" if "cron" in s else "interval"): s.get("cron", s.get("interval")), "active": s["active"]}
+            for s in declared.get("schedules", [])
+        ]
+        assert [{k: s[k] for k in ("cron", "interval", "active") if k in s} for s in got["schedules"]] == want, name
+    quickstart = registered["deployments"]["train-senet/quickstart"]["schedules"]
+    assert quickstart == [{"cron": "0 3 * * 1", "timezone": "UTC", "day_or": True, "active": False}]
+
+
+def test_work_pools_use_the_base_job_templates_kept_in_the_repo(registered) -> None:
+    pools = registered["pools"]
+    assert pools["local-pool"]["type"] == "process"
+    for pool, (kind, file) in TEMPLATES.items():
+        assert pools[pool]["type"] == kind
+        assert pools[pool]["base_job_template"] == json.loads((REPO / "docker" / "k8s" / file).read_text())
+
+
+def _render(pool: str, job_variables: dict) -> dict:
+    """The job configuration a worker of ``pool`` builds from the deployment's job variables (Prefect's templating)."""
+    from prefect.utilities.templating import apply_values
+
+    template = json.loads((REPO / "docker" / "k8s" / TEMPLATES[pool][1]).read_text())
+    props = template["variables"]["properties"]
+    values = {k: v["default"] for k, v in props.items() if "default" in v} | job_variables
+    assert set(job_variables) <= set(props), f"{pool}: unknown job variables {set(job_variables) - set(props)}"
+    return apply_values(template["job_configuration"], values)
+
+
+def test_the_kubernetes_flow_run_pod_runs_the_image_as_a_ray_driver_with_storage_from_the_cluster(registered) -> None:
+    job = _render("senet-k8s", registered["deployments"]["train-senet/gpu-cluster"]["job_variables"])
+    pod = job["job_manifest"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "registry.example.com/senet-dist:0.1.0"
+    assert container["args"].split()[:2] == ["senet-entrypoint", "ray-driver"]
+    assert container["args"].endswith("prefect flow-run execute")
+    assert container["resources"] == {
+        "limits": {"cpu": "2", "memory": "8Gi"},
+        "requests": {"cpu": "2", "memory": "8Gi"},
+    }
+    assert {"configMapRef": {"name": "senet-env"}} in container["envFrom"]  # SENET_ARTIFACTS, RAY_ADDRESS
+    assert {"secretRef": {"name": "senet-s3"}} in container["envFrom"]
+    assert container["volumeMounts"] == [{"name": "shards", "mountPath": "/app/data"}]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "senet-shards"
+    assert pod["securityContext"]["runAsUser"] == 10001  # the image's numeric USER
+    assert job["env"]["RAY_ADDRESS"].endswith(":6379") and job["namespace"] == "senet"
+
+
+def test_the_docker_flow_run_container_joins_the_compose_stack(registered) -> None:
+    job = _render("senet-docker", registered["deployments"]["train-senet/gpu-host"]["job_variables"])
+    assert job["image"] == "senet-dist:0.1.0" and job["command"].split()[:2] == ["senet-entrypoint", "ray-driver"]
+    assert job["networks"] == ["senet_default"] and "senet_shards:/app/data" in job["volumes"]
+    assert job["env"]["RAY_ADDRESS"] == "ray-head:6379" and job["env"]["SENET_ARTIFACTS"].startswith("s3://")
+    assert job["mem_limit"] == "16g"
+    compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
+    assert (
+        compose["name"] == "senet" and "shards" in compose["volumes"]
+    )  # Compose names them senet_default, senet_shards
 
 
 def _deployment_run(run, name: str, params: dict) -> subprocess.CompletedProcess:
@@ -94,8 +241,8 @@ def _latest_flow_run_state(env, flow_name: str) -> list[str]:
     return out.stdout.split()
 
 
-def test_deployment_run_and_data_change_trigger(prefect_server, lfw_source, tmp_path):
-    env, run, logs = prefect_server
+def test_deployment_run_and_data_change_trigger(process_worker, lfw_source, tmp_path):
+    env, run, logs = process_worker
     src = tmp_path / "src"
     import shutil
 

@@ -99,3 +99,14 @@ def test_res_densenet_configuration_is_the_unique_match() -> None:
     ]
     assert hits == [(64, 7, False, (True, True, True, True), False)]
     assert _res_densenet_formula(*hits[0]) == _params("res_densenet", num_classes=2)
+
+
+def test_se_resnet_cifar_defaults_are_the_reference_model() -> None:
+    """128 filters, 9 blocks, SE r=16 without conv biases (the gate keeps its learned x*w+b): 2,708,106."""
+    assert _params("se_resnet_cifar", num_classes=10) == 2_708_106
+    explicit = {"filters": 128, "blocks": 9, "se_reduction": 16, "se_bias": False}
+    assert _params("se_resnet_cifar", num_classes=10, **explicit) == 2_708_106
+    # the former default (r=8, SE with biases): per block 128->16 (+16) and 16->256 (+256) more
+    assert _params("se_resnet_cifar", num_classes=10, se_reduction=8, se_bias=True) == 2_738_202
+    se_old, se_new = 128 * 16 + 16 + 16 * 256 + 256, 128 * 8 + 8 * 256
+    assert 2_738_202 - 2_708_106 == 9 * (se_old - se_new)

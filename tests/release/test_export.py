@@ -25,7 +25,8 @@ from tests.release.conftest import record_run
 
 def _test_batch(version: Path, ckpt: Path) -> tuple[torch.Tensor, torch.Tensor]:
     model, meta = model_from_checkpoint(ckpt)
-    images, _ = real_test_images(version, Preprocess.from_checkpoint_meta(meta), 20)
+    images, _, split = real_test_images(version, Preprocess.from_checkpoint_meta(meta), 20)
+    assert split == "test"
     with torch.inference_mode():
         return images, model.eval()(images)
 

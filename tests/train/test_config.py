@@ -80,7 +80,7 @@ def test_missing_file() -> None:
         ({"batch_size": 9, "num_workers": 2}, "not divisible by num_workers"),
         ({"optimizer.lr": 0}, "optimizer.lr must be > 0, got 0"),
         ({"optimizer.lr": -1e-3}, "optimizer.lr must be > 0"),
-        ({"optimizer.name": "lamb"}, "optimizer.name must be one of 'sgd' or 'adamw', got 'lamb'"),
+        ({"optimizer.name": "lamb"}, "optimizer.name must be one of 'sgd', 'adam' or 'adamw', got 'lamb'"),
         ({"schedule.name": "linear"}, "schedule.name must be one of"),
         ({"precision": "fp8"}, "precision must be one of"),
         ({"precision": "fp16"}, "fp16 needs use_gpu"),

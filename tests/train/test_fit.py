@@ -5,20 +5,32 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from senet_dist.evaluate import evaluate_checkpoint
 from senet_dist.plots import plot_confusion_matrix, plot_curves
 from senet_dist.train import CONFIG_FILE, ConfigError, TrainConfig, fit
 from senet_dist.train.checkpoint import CHECKPOINT_FILE, load_checkpoint, read_meta
+from senet_dist.train.progress import ProgressEvent
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def fitted(ray_session, lfw_version: Path, tmp_path_factory: pytest.TempPathFactory, tiny_config):
+def progress_events() -> list[ProgressEvent]:
+    """What ``fit(on_progress=...)`` delivered in the driver during the ``fitted`` run."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def fitted(ray_session, lfw_version: Path, tmp_path_factory: pytest.TempPathFactory, tiny_config, progress_events):
     storage = tmp_path_factory.mktemp("runs")
-    cfg = tiny_config(epochs=3, keep_best_n=1)  # 3 checkpoints reported, at most 2 may survive
-    return fit("se_resnet_tiny", lfw_version, cfg, storage_path=storage, run_name="ci-tiny"), storage, cfg
+    # 3 checkpoints reported, at most 2 may survive; an EMA of the weights evaluated next to them
+    cfg = tiny_config(epochs=3, keep_best_n=1, **{"ema.enabled": True, "ema.decay": 0.9})
+    result = fit(
+        "se_resnet_tiny", lfw_version, cfg, storage_path=storage, run_name="ci-tiny", on_progress=progress_events.append
+    )
+    return result, storage, cfg
 
 
 @pytest.mark.timeout(240)
@@ -60,6 +72,33 @@ def test_best_checkpoint_beats_chance_on_test(fitted, lfw_version: Path, tmp_pat
     assert report.run_id == "ci-tiny" and report.variant == "se_resnet_tiny"
     assert plot_curves(result.history, tmp_path / "curves.png").stat().st_size > 1000
     assert plot_confusion_matrix(report.confusion_matrix, report.classes, tmp_path / "cm.png").is_file()
+
+
+@pytest.mark.timeout(240)
+def test_ema_is_evaluated_every_epoch_and_checkpointed_beside_the_weights(fitted, lfw_version: Path) -> None:
+    result, _, _ = fitted
+    assert all(e.ema_val_acc is not None and e.ema_val_loss is not None for e in result.history)
+    best = Path(result.best_checkpoint)
+    meta, state = read_meta(best), load_checkpoint(best)
+    steps = result.history[0].steps
+    assert state["ema"]["updates"] == steps * meta["epoch"]  # one update per optimizer step
+    assert state["ema"]["model"].keys() == state["model"].keys()
+    assert any(not torch.equal(state["ema"]["model"][k], v) for k, v in state["model"].items())
+    m = meta["metrics"]
+    assert meta["better_weights"] == ("ema" if m["ema_val_acc"] > m["val_acc"] else "model")
+    report = evaluate_checkpoint(best, lfw_version, split="val", batch_size=8, device="cpu")
+    assert report.weights == meta["better_weights"]  # evaluation scores the better one and says which
+    better = max(m["val_acc"], m["ema_val_acc"])
+    assert report.accuracy == pytest.approx(better, abs=0.051)  # the val split the worker scored (1 image slack)
+
+
+def test_progress_reaches_the_driver_for_every_epoch(fitted, progress_events) -> None:
+    result, _, _ = fitted
+    assert {e.epoch for e in progress_events} == {1, 2, 3}
+    for epoch in (1, 2, 3):
+        last = [e for e in progress_events if e.epoch == epoch][-1]
+        assert last.step == last.steps == result.history[epoch - 1].steps and last.img_per_s > 0
+        assert last.epochs == 3
 
 
 def test_the_resolved_config_is_saved_with_the_run(fitted) -> None:

@@ -60,6 +60,36 @@ def test_adamw() -> None:
     assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["lr"] == 1e-3
 
 
+def test_adam_is_chosen_with_its_betas() -> None:
+    cfg = TrainConfig().with_overrides({"optimizer": "adam", "lr": 1e-4, "optimizer.betas": [0.8, 0.99]})
+    opt = build_optimizer(torch.nn.Linear(2, 2), cfg)
+    assert type(opt) is torch.optim.Adam  # not AdamW (a subclass-free check: AdamW is its own class)
+    assert opt.param_groups[0]["lr"] == 1e-4 and opt.param_groups[0]["betas"] == (0.8, 0.99)
+
+
+def test_weight_decay_scope_switches_the_param_groups() -> None:
+    model = create_model("se_resnet_tiny", num_classes=3)
+    every = {id(p) for p in model.parameters()}
+    skip = build_optimizer(model, TrainConfig().with_overrides({"weight_decay": 1e-4}))
+    decayed = {id(p) for g in skip.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed and decayed < every  # norm scales and biases are left out
+    assert all(p.ndim > 1 for g in skip.param_groups if g["weight_decay"] > 0 for p in g["params"])
+    both = build_optimizer(
+        model, TrainConfig().with_overrides({"weight_decay": 1e-4, "optimizer.weight_decay_scope": "all"})
+    )
+    assert [g["weight_decay"] for g in both.param_groups] == [1e-4]
+    assert {id(p) for p in both.param_groups[0]["params"]} == every
+    # and it acts: one step with zero gradients shrinks a BN bias only when every parameter is decayed
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.bias.data.fill_(1.0)
+    for opt, expect_moved in ((skip, False), (both, True)):
+        before = bn.bias.detach().clone()
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        assert (not torch.equal(bn.bias, before)) == expect_moved
+
+
 def test_early_stopping_counts_epochs_without_a_new_best() -> None:
     from senet_dist.train.worker import RunState
 
