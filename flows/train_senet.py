@@ -1,4 +1,4 @@
-"""Prefect flow ``train-senet``: shard -> train every SE variant on Ray -> evaluate -> store Arrow tables.
+"""Prefect flow ``train-senet``: shard -> train every SE variant on Ray -> evaluate -> store Arrow tables -> promote.
 
 Thin over :mod:`senet_dist.pipeline`; Prefect adds retries (a retried training task reuses its Ray Train run
 name, so it resumes from the last checkpoint), per-variant isolation, and the leaderboard artifacts.
@@ -30,6 +30,8 @@ from senet_dist.pipeline import (
     train_variant,
     variants_to_train,
 )
+from senet_dist.release.gate import GateResult, promote_best
+from senet_dist.storage import join
 from senet_dist.train import RaySession
 
 
@@ -46,6 +48,7 @@ def train_senet(
     concurrent: bool | None = None,
     ray_address: str | None = None,
     resource_wait_s: float | None = None,
+    dataset_name: str | None = None,
 ) -> list[VariantSummary] | State:
     """Shard ``data`` (ImageFolder path or built-in dataset name), train ``variants``, evaluate, store tables.
 
@@ -56,6 +59,9 @@ def train_senet(
     Ends early in state ``Unchanged`` when every variant already has a completed run on the same data with the
     same training config, unless ``force``. ``concurrent`` submits the variants together; by default (None) only
     when the Ray cluster can hold all their worker groups at once, so their Ray Train start-ups overlap.
+
+    The new models then go through the promotion gate of ``dataset_name`` (default: derived from ``data``):
+    the best becomes champion only if it beats the current one on this version's test split.
     """
     cfg = PipelineConfig.parse(
         _given(
@@ -69,6 +75,7 @@ def train_senet(
             force=force,
             ray_address=ray_address,
             resource_wait_s=resource_wait_s,
+            dataset_name=dataset_name,
         )
     ).validate()
     dataset = shard_task(cfg)
@@ -83,6 +90,7 @@ def train_senet(
     summaries = [s.result() for s in states if s.is_completed()]
     if summaries:
         publish_task(summaries, dataset)
+        promote_task(cfg, dataset, [s.run_id for s in summaries])
     failed = [v for v, s in zip(todo, states, strict=True) if not s.is_completed()]
     if failed:
         return Failed(message=f"variants failed: {failed}; completed: {[s.variant for s in summaries]}")
@@ -175,6 +183,26 @@ def publish_task(summaries: list[VariantSummary], dataset: ShardResult) -> None:
         create_markdown_artifact(
             key=_artifact_key(r.variant), markdown=_confusion_markdown(r), description=f"{r.variant} evaluation"
         )
+
+
+@task(name="promote", cache_policy=NO_CACHE)
+def promote_task(cfg: PipelineConfig, dataset: ShardResult, run_ids: list[str]) -> GateResult:
+    """The promotion gate (senet_dist.release.gate) and a champion-vs-challenger artifact."""
+    result = promote_best(
+        ArtifactStore(cfg.artifacts_abs),
+        cfg.registry_dataset,
+        dataset.version_dir,
+        run_ids,
+        export_root=join(cfg.artifacts_abs, "exports"),
+    )
+    get_run_logger().info("promotion gate of %s: %s: %s", result.dataset, result.decision, result.reason)
+    create_markdown_artifact(
+        key="senet-promotion", markdown=result.markdown(), description=f"promotion gate of {result.dataset}"
+    )
+    create_table_artifact(
+        key="senet-champion-vs-challenger", table=result.table(), description=f"{result.dataset} on {result.version}"
+    )
+    return result
 
 
 def _given(**params: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Append-only Arrow/Parquet tables for datasets, runs, epochs, evaluations and checkpoints.
+"""Append-only Arrow/Parquet tables for datasets, runs, epochs, evaluations, checkpoints and released models.
 
 Each :meth:`ArtifactStore.append` writes ONE new Parquet file ``<root>/<table>/part-<utc>-<uuid>.parquet``
 and never rewrites an existing one, so concurrent flow runs or processes cannot tear a table: a local
@@ -33,6 +33,7 @@ from senet_dist.storage import resolve_filesystem
 
 TS = pa.timestamp("us", tz="UTC")
 RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+MODEL_STAGES = ("champion", "challenger", "archived")
 PER_CLASS = pa.struct(
     [
         ("class_name", pa.string()),
@@ -90,6 +91,12 @@ def _check_run_status(table: pa.Table) -> None:
     bad = [s for s in table["status"].to_pylist() if s not in RUN_STATUSES]
     if bad:
         raise SchemaError(f"table 'runs': column 'status' must be one of {RUN_STATUSES}, got {bad[0]!r}")
+
+
+def _check_model_stage(table: pa.Table) -> None:
+    bad = [s for s in table["stage"].to_pylist() if s not in MODEL_STAGES]
+    if bad:
+        raise SchemaError(f"table 'models': column 'stage' must be one of {MODEL_STAGES}, got {bad[0]!r}")
 
 
 TABLES: dict[str, TableSpec] = {
@@ -208,6 +215,34 @@ TABLES: dict[str, TableSpec] = {
             ),
             "created_at",
             "Checkpoints kept by a run: where each lives and its validation accuracy.",
+        ),
+        TableSpec(
+            "models",
+            pa.schema(
+                [
+                    _f("event_id", pa.string(), False),  # breaks ties between events of the same microsecond
+                    _f("model_id", pa.string(), False),
+                    _f("dataset", pa.string(), False),  # the dataset name a champion is kept for
+                    _f("stage", pa.string(), False),
+                    _f("action", pa.string()),  # gate, promote, rollback, reevaluate, export
+                    _f("variant", pa.string()),
+                    _f("run_id", pa.string()),
+                    _f("dataset_version", pa.string()),  # trained on
+                    _f("dataset_fingerprint", pa.string()),
+                    _f("eval_dataset_version", pa.string()),  # the test split the metrics were measured on
+                    _f("accuracy", pa.float64()),
+                    _f("macro_f1", pa.float64()),
+                    _f("metrics_json", pa.string()),
+                    _f("checkpoint_uri", pa.string()),
+                    _f("export_uris", pa.list_(pa.string())),
+                    _f("promoted_at", TS),
+                    _f("reason", pa.string()),
+                    _f("created_at", TS, False),
+                ]
+            ),
+            "created_at",
+            "Released-model events (senet_dist.release.registry): the newest row per model_id is its stage.",
+            checks=(_check_model_stage,),
         ),
     )
 }

@@ -39,6 +39,7 @@ class PipelineConfig(Section):
     ray_address: str | None = None  # join this Ray cluster (else RAY_ADDRESS, else start a local Ray)
     # On a joined cluster (it may autoscale): how long a worker group may wait for its resources before the run fails.
     resource_wait_s: float = Field(RESOURCE_WAIT_S, ge=0)
+    dataset_name: str | None = None  # the model registry's name for this data (one champion each); None: from data
 
     @field_validator("variants")
     @classmethod
@@ -53,6 +54,15 @@ class PipelineConfig(Section):
         """The variant's TrainConfig: the shared ``train`` section plus its own ``model_kwargs`` entry."""
         kwargs = {**self.train.model_kwargs, **self.model_kwargs.get(variant, {})}
         return self.train.with_overrides({"model": variant, "model_kwargs": kwargs})
+
+    @property
+    def registry_dataset(self) -> str:
+        """The dataset a run's models compete for: ``dataset_name``, else a built-in's name (``lfw-subset:24`` ->
+        ``lfw-subset``), else the ImageFolder directory's name. New versions of the same data keep the name."""
+        if self.dataset_name:
+            return self.dataset_name
+        builtin = _builtin(self.data)
+        return builtin[0] if builtin is not None else Path(self.data).expanduser().resolve().name
 
     @property
     def artifacts_abs(self) -> str:

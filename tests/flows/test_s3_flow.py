@@ -9,6 +9,7 @@ import pytest
 
 from flows.train_senet import train_senet
 from senet_dist.artifacts import ArtifactStore
+from senet_dist.release import registry
 from senet_dist.storage import list_files, read_bytes
 
 pytestmark = [pytest.mark.ray, pytest.mark.prefect, pytest.mark.timeout(900)]
@@ -38,3 +39,7 @@ def test_flow_with_s3_artifacts_root(prefect_harness, s3_bucket, lfw_source, tmp
     assert store.read("epochs").num_rows == 2 and store.read("evaluations").num_rows == 1
     reports = list_files(f"{root}/reports/{run['run_id']}")
     assert {"confusion_matrix.png", "curves.png", "report.json"} <= set(reports)
+    champ = registry.champion(store, lfw_source.name)  # promoted under the S3 lease lock, exported to the bucket
+    assert champ is not None and champ.model_id == run["run_id"]
+    assert champ.export_uris == (f"{root}/exports/{run['run_id']}/torchscript",)
+    assert list_files(champ.export_uris[0]) == ["model.json", "model.pt"]

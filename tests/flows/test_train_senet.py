@@ -10,6 +10,7 @@ from PIL import Image
 
 from flows.train_senet import train_senet
 from senet_dist.artifacts import ArtifactStore
+from senet_dist.release import registry
 
 pytestmark = [pytest.mark.ray, pytest.mark.prefect, pytest.mark.timeout(900)]
 
@@ -62,8 +63,13 @@ def test_flow_trains_stores_skips_and_retrains_on_change(prefect_harness, source
     assert store.read("datasets").num_rows == 1
     for s in summaries:
         assert (Path(s.reports) / "confusion_matrix.png").stat().st_size > 0
-    arts = _read_artifacts(["senet-leaderboard", "eval-se-resnet-tiny", "eval-se-resnet-cifar"])
-    assert set(arts) == {"senet-leaderboard", "eval-se-resnet-tiny", "eval-se-resnet-cifar"}
+    arts = _read_artifacts(["senet-leaderboard", "eval-se-resnet-tiny", "eval-se-resnet-cifar", "senet-promotion"])
+    assert set(arts) == {"senet-leaderboard", "eval-se-resnet-tiny", "eval-se-resnet-cifar", "senet-promotion"}
+    # The promote step: the better new model is the champion of this data (named after its folder), exported.
+    champ = registry.champion(store, source_copy.name)
+    top = max((s.accuracy, s.macro_f1) for s in summaries)
+    assert champ is not None and champ.model_id in {s.run_id for s in summaries if (s.accuracy, s.macro_f1) == top}
+    assert (Path(champ.export_uris[0]) / "model.json").is_file() and "first champion" in arts["senet-promotion"].data
 
     # Same data, same variants: nothing retrains.
     again = _run(source_copy, tmp_path)
@@ -83,6 +89,12 @@ def test_flow_trains_stores_skips_and_retrains_on_change(prefect_harness, source
     retrained = [r for r in latest.values() if r["dataset_fingerprint"] == new_fp and r["status"] == "completed"]
     assert sorted(r["variant"] for r in retrained) == sorted(VARIANTS)
     assert max(r["started_at"] for r in retrained) < min(r["ended_at"] for r in retrained), "not concurrent"
+    # The old champion was measured on the new version's test split before the new models were compared with it.
+    new_version = max(store.read("datasets").to_pylist(), key=lambda r: r["created_at"])["version"]
+    evals = store.read("evaluations").to_pylist()
+    assert [e["dataset_version"] for e in evals if e["run_id"] == champ.run_id].count(new_version) == 1
+    states = registry.states(store, source_copy.name)
+    assert [m.stage for m in states.values()].count("champion") == 1 and len(states) == 4
 
 
 def test_bad_parameters_fail_before_any_work(prefect_harness, source_copy, tmp_path):

@@ -95,3 +95,10 @@ def test_two_flow_runs_on_one_artifacts_root(lfw_source: Path, tmp_path: Path, f
     assert {c["run_id"] for c in ckpts} == ids and all((Path(c["uri"]) / "checkpoint.pt").is_file() for c in ckpts)
     fingerprints = set(store.read("datasets").column("fingerprint").to_pylist())
     assert len(fingerprints) == 1  # same data -> one fingerprint, whichever process sharded it
+    # Both flows ran the promotion gate on the same dataset at about the same time: one champion, one of their runs.
+    from senet_dist.release.registry import events, states
+
+    champions = [m for m, r in states(store, lfw_source.name).items() if r.stage == "champion"]
+    assert len(champions) == 1 and champions[0] in ids
+    latest = {e.model_id: e.stage for e in events(store, lfw_source.name)}  # what the writers left, unresolved
+    assert list(latest.values()).count("champion") == 1
