@@ -159,7 +159,9 @@ def test_dockerignore_excludes_local_state(path: str) -> None:
     assert is_ignored(path, dockerignore_patterns())
 
 
-@pytest.mark.parametrize("path", ["pyproject.toml", "senet_dist/cli.py", "docker/entrypoint.sh", "docker/.env.example"])
+@pytest.mark.parametrize(
+    "path", ["pyproject.toml", "senet_dist/cli/__init__.py", "docker/entrypoint.sh", "docker/.env.example"]
+)
 def test_dockerignore_keeps_build_inputs(path: str) -> None:
     assert not is_ignored(path, dockerignore_patterns())
 

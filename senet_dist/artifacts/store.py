@@ -8,9 +8,7 @@ is a plain, hive-less directory of Parquet files, so DuckDB (``read_parquet('<ro
 pandas and polars open it as is. Runs are events: a status change appends a row, and
 :meth:`ArtifactStore.runs_latest` keeps the newest row (``updated_at``) per ``run_id``.
 
-Every table is declared once, as a :class:`TableSpec` in :data:`TABLES`; validation, reading and "latest row"
-all read that one declaration. Columns are only ever added, and nullable: parts written before a column existed
-read back with nulls there (the reader projects every part onto the current schema).
+Tables are declared in ``senet_dist.artifacts.tables``; this module writes and reads them.
 """
 
 from __future__ import annotations
@@ -18,8 +16,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -29,231 +26,12 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from senet_dist.artifacts.tables import Row, SchemaError, table_spec
 from senet_dist.storage import resolve_filesystem
-
-TS = pa.timestamp("us", tz="UTC")
-RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-MODEL_STAGES = ("champion", "challenger", "archived")
-PER_CLASS = pa.struct(
-    [
-        ("class_name", pa.string()),
-        ("precision", pa.float64()),
-        ("recall", pa.float64()),
-        ("f1", pa.float64()),
-        ("support", pa.int64()),
-    ]
-)
-
-Row = Mapping[str, Any]
 
 
 class ArtifactStoreError(RuntimeError):
     """The store's root cannot be written or read (permission, disk full, missing bucket...)."""
-
-
-class SchemaError(ValueError):
-    """A row does not match its table's schema; the message names the table, row and column."""
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """Everything about one table: its columns, the column stamped "now" on append, and its own rules."""
-
-    name: str
-    schema: pa.Schema
-    auto_column: str  # defaults to now on append; orders events for latest()
-    description: str
-    derive: Callable[[Row], Row] | None = None  # fills derivable columns of a row before validation
-    checks: tuple[Callable[[pa.Table], None], ...] = ()  # value rules beyond types; raise SchemaError
-
-
-def _f(name: str, typ: pa.DataType, nullable: bool = True) -> pa.Field:
-    return pa.field(name, typ, nullable=nullable)
-
-
-def _derive_dataset_counts(row: Row) -> Row:
-    """Rows may give ``counts_json`` (dataset.json's ``{split: n}``) and ``classes`` only; fill the per-split
-    count columns and ``num_classes`` from them so SQL engines can query plain ints."""
-    out = dict(row)
-    if isinstance(out.get("counts_json"), str):
-        try:
-            counts = json.loads(out["counts_json"])
-        except json.JSONDecodeError as exc:
-            raise SchemaError(f"table 'datasets': column 'counts_json' is not valid JSON: {exc}") from None
-        for split in ("train", "val", "test"):
-            out.setdefault(f"{split}_count", counts.get(split, 0) if isinstance(counts, dict) else None)
-    if isinstance(out.get("classes"), (list, tuple)):
-        out.setdefault("num_classes", len(out["classes"]))
-    return out
-
-
-def _check_run_status(table: pa.Table) -> None:
-    bad = [s for s in table["status"].to_pylist() if s not in RUN_STATUSES]
-    if bad:
-        raise SchemaError(f"table 'runs': column 'status' must be one of {RUN_STATUSES}, got {bad[0]!r}")
-
-
-def _check_model_stage(table: pa.Table) -> None:
-    bad = [s for s in table["stage"].to_pylist() if s not in MODEL_STAGES]
-    if bad:
-        raise SchemaError(f"table 'models': column 'stage' must be one of {MODEL_STAGES}, got {bad[0]!r}")
-
-
-TABLES: dict[str, TableSpec] = {
-    spec.name: spec
-    for spec in (
-        TableSpec(
-            "datasets",
-            pa.schema(
-                [
-                    _f("version", pa.string(), False),
-                    _f("fingerprint", pa.string(), False),
-                    _f("source", pa.string()),
-                    _f("uri", pa.string()),
-                    _f("classes", pa.list_(pa.string())),
-                    _f("num_classes", pa.int64()),
-                    _f("train_count", pa.int64()),
-                    _f("val_count", pa.int64()),
-                    _f("test_count", pa.int64()),
-                    _f("num_rejected", pa.int64()),
-                    _f("counts_json", pa.string()),
-                    _f("created_at", TS, False),
-                ]
-            ),
-            "created_at",
-            "One row per sharded dataset version: where it is, its classes and split sizes.",
-            derive=_derive_dataset_counts,
-        ),
-        TableSpec(
-            "runs",
-            pa.schema(
-                [
-                    _f("run_id", pa.string(), False),
-                    _f("flow_run_id", pa.string()),
-                    _f("variant", pa.string()),
-                    _f("config_json", pa.string()),
-                    _f("config_yaml", pa.string()),
-                    _f("dataset_version", pa.string()),
-                    _f("dataset_fingerprint", pa.string()),
-                    _f("status", pa.string(), False),
-                    _f("started_at", TS),
-                    _f("ended_at", TS),
-                    _f("best_checkpoint_uri", pa.string()),
-                    _f("num_params", pa.int64()),
-                    _f("epochs_completed", pa.int64()),
-                    _f("wall_seconds", pa.float64()),
-                    _f("error", pa.string()),
-                    _f("updated_at", TS, False),
-                ]
-            ),
-            "updated_at",
-            "Training run events; the newest row per run_id is the run's state (runs_latest).",
-            checks=(_check_run_status,),
-        ),
-        TableSpec(
-            "epochs",
-            pa.schema(
-                [
-                    _f("run_id", pa.string(), False),
-                    _f("epoch", pa.int64(), False),
-                    _f("train_loss", pa.float64()),
-                    _f("train_acc", pa.float64()),
-                    _f("val_loss", pa.float64()),
-                    _f("val_acc", pa.float64()),
-                    _f("lr", pa.float64()),
-                    _f("img_per_s", pa.float64()),
-                    _f("epoch_seconds", pa.float64()),
-                    _f("ema_val_loss", pa.float64()),  # null when the run kept no EMA of its weights
-                    _f("ema_val_acc", pa.float64()),
-                    _f("created_at", TS, False),
-                ]
-            ),
-            "created_at",
-            "Per-epoch training metrics of a run.",
-        ),
-        TableSpec(
-            "evaluations",
-            pa.schema(
-                [
-                    _f("run_id", pa.string(), False),
-                    _f("variant", pa.string()),
-                    _f("dataset_version", pa.string()),
-                    _f("split", pa.string()),
-                    _f("accuracy", pa.float64(), False),
-                    _f("macro_precision", pa.float64()),
-                    _f("macro_recall", pa.float64()),
-                    _f("macro_f1", pa.float64()),
-                    _f("weighted_precision", pa.float64()),
-                    _f("weighted_recall", pa.float64()),
-                    _f("weighted_f1", pa.float64()),
-                    _f("top_k", pa.int64()),
-                    _f("top_k_accuracy", pa.float64()),
-                    _f("per_class", pa.list_(PER_CLASS)),
-                    _f("confusion_matrix", pa.list_(pa.list_(pa.int64()))),
-                    _f("latency_ms_per_image", pa.float64()),
-                    _f("img_per_s", pa.float64()),
-                    _f("weights", pa.string()),  # which weights were scored: model or ema (null: before EMA existed)
-                    _f("report_json", pa.string()),
-                    _f("created_at", TS, False),
-                ]
-            ),
-            "created_at",
-            "Evaluations of a run's best checkpoint on a split: metrics, confusion matrix, latency.",
-        ),
-        TableSpec(
-            "checkpoints",
-            pa.schema(
-                [
-                    _f("run_id", pa.string(), False),
-                    _f("epoch", pa.int64(), False),
-                    _f("uri", pa.string(), False),
-                    _f("val_acc", pa.float64()),
-                    _f("bytes", pa.int64()),
-                    _f("sha256", pa.string()),
-                    _f("created_at", TS, False),
-                ]
-            ),
-            "created_at",
-            "Checkpoints kept by a run: where each lives and its validation accuracy.",
-        ),
-        TableSpec(
-            "models",
-            pa.schema(
-                [
-                    _f("event_id", pa.string(), False),  # breaks ties between events of the same microsecond
-                    _f("model_id", pa.string(), False),
-                    _f("dataset", pa.string(), False),  # the dataset name a champion is kept for
-                    _f("stage", pa.string(), False),
-                    _f("action", pa.string()),  # gate, promote, rollback, reevaluate, export
-                    _f("variant", pa.string()),
-                    _f("run_id", pa.string()),
-                    _f("dataset_version", pa.string()),  # trained on
-                    _f("dataset_fingerprint", pa.string()),
-                    _f("eval_dataset_version", pa.string()),  # the test split the metrics were measured on
-                    _f("accuracy", pa.float64()),
-                    _f("macro_f1", pa.float64()),
-                    _f("metrics_json", pa.string()),
-                    _f("checkpoint_uri", pa.string()),
-                    _f("export_uris", pa.list_(pa.string())),
-                    _f("promoted_at", TS),
-                    _f("reason", pa.string()),
-                    _f("created_at", TS, False),
-                ]
-            ),
-            "created_at",
-            "Released-model events (senet_dist.release.registry): the newest row per model_id is its stage.",
-            checks=(_check_model_stage,),
-        ),
-    )
-}
-
-
-def table_spec(name: str) -> TableSpec:
-    """The spec of table ``name``; an unknown name lists the valid ones."""
-    try:
-        return TABLES[name]
-    except KeyError:
-        raise ValueError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}") from None
 
 
 def utcnow() -> datetime:
