@@ -13,177 +13,36 @@ the current champion on the SAME test split.
    and the better model wins whatever their order.
 5. A new champion is exported (TorchScript by default, verified) under ``export_root/<model_id>/<format>``
    (the flow: ``<artifacts>/exports/...``, beside the tables, never inside one).
+
+This module gathers the numbers and serialises the decision; the comparison itself and :class:`GateResult` live in
+:mod:`~senet_dist.release.decision`, measuring a model on the version in :mod:`~senet_dist.release.reevaluate`
+(both re-exported here).
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from senet_dist.artifacts import ArtifactStore, utcnow
+from senet_dist.artifacts import ArtifactStore
+from senet_dist.release.decision import GateResult, decide, score, unchanged
 from senet_dist.release.lock import registry_lock
+from senet_dist.release.reevaluate import IncompatibleModel, local_checkpoint, test_metrics
 from senet_dist.release.registry import (
-    ARCHIVED,
-    CHALLENGER,
     CHAMPION,
     ModelRecord,
     RegistryError,
     append_events,
     candidate,
-    latest_evaluation,
-    metrics_from_evaluation,
     record_export,
     states,
     with_metrics,
 )
-from senet_dist.storage import is_local, join
+from senet_dist.storage import join
+
+__all__ = ["GateResult", "IncompatibleModel", "local_checkpoint", "promote_best", "test_metrics"]
 
 log = logging.getLogger(__name__)
-
-
-class IncompatibleModel(ValueError):
-    """A model cannot be evaluated on a dataset version (its classes differ)."""
-
-
-@dataclass
-class GateResult:
-    """What the gate decided, with the numbers it compared (all on ``version``'s test split)."""
-
-    dataset: str
-    version: str
-    split: str  # "test"; "val" for a version sharded without a test split
-    decision: str  # "promoted", "challenger" or "unchanged" (every new model already registered)
-    reason: str
-    best: ModelRecord | None  # the best new model, in its state after the decision
-    previous_champion: ModelRecord | None  # the champion the best was compared with, in its state after
-    candidates: list[ModelRecord] = field(default_factory=list)  # every new model, state after the decision
-    reevaluated: bool = False  # the previous champion was trained on another version and measured on this one
-    export_uri: str | None = None
-    export_error: str | None = None
-
-    @property
-    def champion(self) -> ModelRecord | None:
-        if self.best is not None and self.best.stage == CHAMPION:
-            return self.best
-        if self.previous_champion is not None and self.previous_champion.stage == CHAMPION:
-            return self.previous_champion
-        return None
-
-    def table(self) -> list[dict[str, Any]]:
-        """One row per model compared: the previous champion first, then the new models best first."""
-        rows = []
-        if self.previous_champion is not None:
-            rows.append(_table_row(self.previous_champion, "champion before"))
-        for rec in self.candidates:
-            rows.append(
-                _table_row(rec, "best new model" if self.best and rec.model_id == self.best.model_id else "new")
-            )
-        return rows
-
-    def markdown(self) -> str:
-        """Champion vs challenger side by side (the flow's Prefect artifact)."""
-        head = f"# Promotion gate: `{self.dataset}` on {self.version}\n\n**{self.decision}**: {self.reason}\n\n"
-        champ, best = self.previous_champion, self.best
-        cols = [("champion before", champ), ("best new model", best)]
-        cols = [(name, rec) for name, rec in cols if rec is not None]
-        if not cols:
-            return head
-        lines = ["| | " + " | ".join(name for name, _ in cols) + " |", "|---|" + "---|" * len(cols)]
-
-        def line(label: str, get: Any) -> None:
-            lines.append(f"| {label} | " + " | ".join(get(rec) for _, rec in cols) + " |")
-
-        line("model", lambda r: f"`{r.model_id}`")
-        line("variant", lambda r: r.variant or "?")
-        line("trained on", lambda r: r.dataset_version or "?")
-        line(f"{self.split} accuracy on {self.version}", lambda r: _num(r.accuracy))
-        line(f"{self.split} macro F1 on {self.version}", lambda r: _num(r.macro_f1))
-        line(f"{self.split} images", lambda r: str(r.metrics.get("num_samples", "?")))
-        line("stage now", lambda r: f"**{r.stage}**")
-        body = "\n".join(lines) + "\n"
-        notes = []
-        if self.reevaluated and champ is not None:
-            notes.append(
-                f"The champion was trained on {champ.dataset_version} and re-evaluated on {self.version}'s "
-                f"{self.split} split for this comparison."
-            )
-        others = [r for r in self.candidates if best is None or r.model_id != best.model_id]
-        if others:
-            notes.append(
-                "Other new models (challengers): "
-                + ", ".join(f"`{r.model_id}` {_num(r.accuracy)}" for r in others)
-                + "."
-            )
-        if self.export_uri:
-            notes.append(f"Exported: `{self.export_uri}`")
-        if self.export_error:
-            notes.append(f"Export failed (the champion is served from its checkpoint): {self.export_error}")
-        return head + body + ("\n" + "\n\n".join(notes) + "\n" if notes else "")
-
-
-def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
-
-
-def _table_row(rec: ModelRecord, role: str) -> dict[str, Any]:
-    return {
-        "role": role,
-        "model_id": rec.model_id,
-        "variant": rec.variant,
-        "trained_on": rec.dataset_version,
-        "evaluated_on": rec.eval_dataset_version,
-        "accuracy": rec.accuracy,
-        "macro_f1": rec.macro_f1,
-        "stage": rec.stage,
-        "reason": rec.reason,
-    }
-
-
-def _score(rec: ModelRecord) -> tuple[float, float]:
-    return (rec.accuracy if rec.accuracy is not None else -1.0, rec.macro_f1 if rec.macro_f1 is not None else -1.0)
-
-
-def test_metrics(store: ArtifactStore, rec: ModelRecord, version_dir: str | Path) -> tuple[dict[str, Any], bool]:
-    """``(metrics, evaluated_now)`` of a model on ``version_dir``'s test split (``val`` for a version sharded
-    without one, as the pipeline reports it): the recorded evaluation, or a new one (appended to ``evaluations``).
-    Raises :class:`IncompatibleModel` when the classes differ."""
-    from senet_dist.data import DatasetInfo
-    from senet_dist.evaluate import evaluate_checkpoint, report_split
-    from senet_dist.train.checkpoint import read_meta
-
-    info = DatasetInfo.load(version_dir)
-    split = report_split(version_dir)
-    if rec.run_id is not None:
-        row = latest_evaluation(store, rec.run_id, info.version, split)
-        if row is not None:
-            return metrics_from_evaluation(row), False
-    if not rec.checkpoint_uri:
-        raise RegistryError(f"model {rec.model_id} has no checkpoint to evaluate")
-    with tempfile.TemporaryDirectory(prefix="senet-gate-") as tmp:
-        ckpt = local_checkpoint(rec.checkpoint_uri, Path(tmp))
-        classes = read_meta(ckpt).get("classes")
-        if list(classes or []) != list(info.classes):
-            raise IncompatibleModel(f"its classes {classes} differ from {info.version}'s {list(info.classes)}")
-        log.info("evaluating %s on %s/%s", rec.model_id, info.version, split)
-        report = evaluate_checkpoint(ckpt, info.version_dir, split=split, run_id=rec.run_id or rec.model_id)
-    if rec.variant:
-        report.variant = rec.variant
-    row = {**report.to_dict(), "split": split}
-    store.append("evaluations", [row])
-    return metrics_from_evaluation(row), True
-
-
-def local_checkpoint(uri: str, scratch: Path) -> Path:
-    """A checkpoint directory on this machine: local ones as they are, remote ones downloaded into ``scratch``."""
-    from senet_dist.storage import download_dir
-
-    if is_local(uri):
-        return Path(uri.removeprefix("file://"))
-    download_dir(uri, scratch)
-    return scratch
 
 
 def promote_best(
@@ -209,13 +68,13 @@ def promote_best(
         rec = candidate(store, run_id, dataset)
         metrics, _ = test_metrics(store, rec, version_dir)
         new.append(with_metrics(rec, metrics))
-    new.sort(key=lambda r: (tuple(-x for x in _score(r)), r.model_id))
+    new.sort(key=lambda r: (tuple(-x for x in score(r)), r.model_id))
 
     for _ in range(attempts):
         before = states(store, dataset)
         fresh = [r for r in new if r.model_id not in before]
         if not fresh:  # a repeated gate (a retried task): decided before; finish an export it may have missed
-            result = _unchanged(dataset, version, split, new, before)
+            result = unchanged(dataset, version, split, new, before)
             champ_now = result.previous_champion
             if export_root is not None and champ_now is not None and champ_now.model_id in {r.model_id for r in new}:
                 if champ_now.export_for(export_format) is None:
@@ -243,103 +102,13 @@ def promote_best(
                 continue  # another gate or a person decided meanwhile: compare with what is there now
             if champ_eval is not None and now_champ is not None:
                 champ_eval = with_metrics(now_champ, champ_eval.metrics)  # its newest event (exports included)
-            rows, result = _decide(dataset, version, split, best, fresh, now_champ, champ_eval, note)
+            rows, result = decide(dataset, version, split, best, fresh, now_champ, champ_eval, note)
             result.reevaluated = reevaluated
             append_events(store, rows)
         if export_root is not None and result.decision == "promoted" and result.best is not None:
             _export_champion(store, result, version_dir, export_root, export_format)
         return result
     raise RegistryError(f"dataset {dataset!r}: the champion kept changing during {attempts} promotion attempts")
-
-
-def _decide(
-    dataset: str,
-    version: str,
-    split: str,
-    best: ModelRecord,
-    fresh: list[ModelRecord],
-    champ: ModelRecord | None,
-    champ_eval: ModelRecord | None,
-    note: str,
-) -> tuple[list[dict[str, Any]], GateResult]:
-    now = utcnow()
-    where = f"{version}/{split}"
-    if champ is None:
-        promoted, reason = True, f"first champion of {dataset}: accuracy {_num(best.accuracy)} on {where}"
-    elif champ_eval is None:
-        promoted, reason = True, note
-    elif _score(best) > _score(champ_eval):
-        promoted = True
-        reason = (
-            f"{best.model_id} beats champion {champ.model_id} on {where}: accuracy {_num(best.accuracy)} > "
-            f"{_num(champ_eval.accuracy)} (macro F1 {_num(best.macro_f1)} vs {_num(champ_eval.macro_f1)})"
-        )
-    else:
-        promoted = False
-        reason = (
-            f"{best.model_id} does not beat champion {champ.model_id} on {where}: accuracy "
-            f"{_num(best.accuracy)} vs {_num(champ_eval.accuracy)} (macro F1 {_num(best.macro_f1)} vs "
-            f"{_num(champ_eval.macro_f1)})"
-        )
-    rows: list[dict[str, Any]] = []
-    best_row = (
-        best.event(at=now, stage=CHAMPION, promoted_at=now, reason=reason, action="gate")
-        if promoted
-        else best.event(at=now, stage=CHALLENGER, reason=reason, action="gate")
-    )
-    rows.append(best_row)
-    for rec in fresh[1:]:
-        rows.append(
-            rec.event(
-                at=now,
-                stage=CHALLENGER,
-                reason=f"below the best new model {best.model_id} on {where}: accuracy {_num(rec.accuracy)} vs "
-                f"{_num(best.accuracy)}",
-                action="gate",
-            )
-        )
-    prev_row = None
-    if champ is not None:
-        base = champ_eval or champ
-        if promoted:
-            prev_row = base.event(
-                at=now, stage=ARCHIVED, promoted_at=None, reason=f"replaced by {best.model_id}: {reason}", action="gate"
-            )
-        elif champ_eval is not None and champ.eval_dataset_version != version:
-            prev_row = base.event(at=now, reason=f"kept: {reason}", action="reevaluate")
-        if prev_row is not None:
-            rows.append(prev_row)
-    after = {r["model_id"]: ModelRecord.from_row(r) for r in rows}
-    candidates = [after[r.model_id] for r in fresh]
-    prev_after = after.get(champ.model_id, champ_eval or champ) if champ is not None else None
-    result = GateResult(
-        dataset=dataset,
-        version=version,
-        split=split,
-        decision="promoted" if promoted else "challenger",
-        reason=reason,
-        best=after[best.model_id],
-        previous_champion=prev_after,
-        candidates=candidates,
-    )
-    return rows, result
-
-
-def _unchanged(
-    dataset: str, version: str, split: str, new: list[ModelRecord], current: dict[str, ModelRecord]
-) -> GateResult:
-    now = [current[r.model_id] for r in new]
-    champ = next((r for r in current.values() if r.stage == CHAMPION), None)
-    return GateResult(
-        dataset=dataset,
-        version=version,
-        split=split,
-        decision="unchanged",
-        reason="every new model was already registered (a repeated gate)",
-        best=now[0],
-        previous_champion=champ,
-        candidates=now,
-    )
 
 
 def _export_champion(
