@@ -158,6 +158,16 @@ def download_dir(uri: str, local_dir: str | os.PathLike[str]) -> list[Path]:
     return [Path(local_dir) / rel for rel in copy_tree(uri, Path(local_dir))]
 
 
+def local_dir(location: str | os.PathLike[str], scratch: str | os.PathLike[str]) -> Path:
+    """A directory on this machine: a local one as it is, a remote tree (a checkpoint on S3) downloaded into
+    ``scratch`` (for readers such as ``torch.load`` that need files)."""
+    loc = str(location)
+    if is_local(loc):
+        return Path(loc.removeprefix("file://"))
+    download_dir(loc, scratch)
+    return Path(scratch)
+
+
 def write_bytes(location: str | os.PathLike[str], data: bytes) -> None:
     """Write one small object/file (e.g. a ``LATEST`` marker); a single S3 PUT is atomic."""
     fs, path = resolve_filesystem(location)

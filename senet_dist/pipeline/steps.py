@@ -21,7 +21,7 @@ from senet_dist.data import DatasetInfo, ShardResult, fingerprint_source, latest
 from senet_dist.data.shard import HASH_CACHE_NAME
 from senet_dist.pipeline.config import PipelineConfig, locate
 from senet_dist.pipeline.runs import config_json
-from senet_dist.storage import download_dir, is_local, join, read_bytes, tree_bytes, upload_dir
+from senet_dist.storage import join, local_dir, read_bytes, tree_bytes, upload_dir
 from senet_dist.train import EpochMetrics, FitResult, RaySession
 from senet_dist.train.checkpoint import CHECKPOINT_FILE, META_FILE
 
@@ -164,7 +164,7 @@ def _record_success(
         raise RuntimeError(f"run {run_id} finished without a checkpoint to evaluate")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        best = _local_checkpoint(result.best_checkpoint, out / "best")
+        best = local_dir(result.best_checkpoint, out / "best")
         split = report_split(version_dir)
         report = evaluate_checkpoint(best, version_dir, split=split, run_id=run_id)
         report.variant, report.dataset_version = base_row["variant"], base_row["dataset_version"]
@@ -220,14 +220,6 @@ def _append_new(store: ArtifactStore, table: str, run_id: str, rows: list[dict[s
     fresh = [r for r in rows if r[key] not in seen]
     if fresh:
         store.append(table, fresh)
-
-
-def _local_checkpoint(uri: str, scratch: Path) -> Path:
-    """Checkpoints on object storage are downloaded for evaluation; local ones are used in place."""
-    if is_local(uri):
-        return Path(uri)
-    download_dir(uri, scratch)
-    return scratch
 
 
 def checkpoint_rows(run_id: str, checkpoints: list[str]) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.release.decision import GateResult, decide, score, unchanged
 from senet_dist.release.lock import registry_lock
-from senet_dist.release.reevaluate import IncompatibleModel, local_checkpoint, test_metrics
+from senet_dist.release.reevaluate import IncompatibleModel, test_metrics
 from senet_dist.release.registry import (
     CHAMPION,
     ModelRecord,
@@ -40,7 +40,7 @@ from senet_dist.release.registry import (
 )
 from senet_dist.storage import join
 
-__all__ = ["GateResult", "IncompatibleModel", "local_checkpoint", "promote_best", "test_metrics"]
+__all__ = ["GateResult", "IncompatibleModel", "promote_best", "test_metrics"]
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.release.registry import ModelRecord, RegistryError, latest_evaluation, metrics_from_evaluation
-from senet_dist.storage import is_local
+from senet_dist.storage import local_dir
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def test_metrics(store: ArtifactStore, rec: ModelRecord, version_dir: str | Path
     if not rec.checkpoint_uri:
         raise RegistryError(f"model {rec.model_id} has no checkpoint to evaluate")
     with tempfile.TemporaryDirectory(prefix="senet-gate-") as tmp:
-        ckpt = local_checkpoint(rec.checkpoint_uri, Path(tmp))
+        ckpt = local_dir(rec.checkpoint_uri, Path(tmp))
         classes = read_meta(ckpt).get("classes")
         if list(classes or []) != list(info.classes):
             raise IncompatibleModel(f"its classes {classes} differ from {info.version}'s {list(info.classes)}")
@@ -48,13 +48,3 @@ def test_metrics(store: ArtifactStore, rec: ModelRecord, version_dir: str | Path
     row = {**report.to_dict(), "split": split}
     store.append("evaluations", [row])
     return metrics_from_evaluation(row), True
-
-
-def local_checkpoint(uri: str, scratch: Path) -> Path:
-    """A checkpoint directory on this machine: local ones as they are, remote ones downloaded into ``scratch``."""
-    from senet_dist.storage import download_dir
-
-    if is_local(uri):
-        return Path(uri.removeprefix("file://"))
-    download_dir(uri, scratch)
-    return scratch
