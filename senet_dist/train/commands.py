@@ -68,9 +68,9 @@ def train_command(
             )
     except TrainingError as exc:
         if isinstance(exc.result, FitResult) and exc.result.history:
-            console.print(history_table(exc.result.history))
+            _print_wide(console, history_table(exc.result.history))
         raise
-    console.print(history_table(result.history))
+    _print_wide(console, history_table(result.history))
     console.print(f"[green]run {result.run_name}: {result.epochs_completed} epoch(s) in {result.wall_seconds:.1f}s[/]")
     console.print(f"best checkpoint: {result.best_checkpoint}")
     return result
@@ -141,3 +141,11 @@ def evaluate_command(
             plot_curves(history, out / "curves.png")
         console.print(f"wrote {out}/report.json and plots (confusion, samples, curves)")
     return report
+
+
+def _print_wide(console: Console, table: Table) -> None:
+    """Rich assumes 80 columns when output goes to a log file or pipe, which cuts the ten-column epoch table's
+    figures to ``1.22…``: render it at least 160 wide there."""
+    if not console.is_terminal and console.width < 160:  # print(width=) cannot exceed the console's own width
+        console = Console(file=console.file, width=160, color_system=None)
+    console.print(table)
