@@ -7,6 +7,7 @@
   session per size: ``lfw_source_factory(limit_per_class)`` and ``lfw_shards_factory(limit_per_class, **shard opts)``.
   A package's ``lfw_source`` / ``lfw_version`` fixtures pick its slice (tests/flows: 24 per class; tests/reliability:
   40 per class; tests/train: all 200 images);
+- ``lfw_checkpoint``: a real se_resnet_tiny checkpoint trained in-process (no Ray) on all of lfw-subset;
 - ``s3_server`` / ``s3_bucket``: a real S3 endpoint on loopback (tests/s3server.py).
 
 A sub-package conftest holds only what is local to that package (which slice of data it uses, its own tallies).
@@ -117,6 +118,42 @@ def lfw_shards_factory(lfw_source_factory, tmp_path_factory: pytest.TempPathFact
         return made[key]
 
     return version
+
+
+@pytest.fixture(scope="session")
+def lfw_checkpoint(lfw_shards_factory, tmp_path_factory: pytest.TempPathFactory):
+    """``(checkpoint_dir, version_dir, DatasetInfo)``: se_resnet_tiny trained 2 epochs in-process (seeded, no Ray)
+    on all 200 lfw-subset images; it separates them well above chance. Read-only (copy it to modify)."""
+    import torch
+
+    from senet_dist.data import DatasetInfo, LoaderConfig, make_loader
+    from senet_dist.train.checkpoint import save_checkpoint
+    from senet_dist.train.components import build_components, training_state
+    from senet_dist.train.config import TrainConfig
+    from senet_dist.train.loops import train_epoch
+
+    root = tmp_path_factory.mktemp("eval")
+    version = lfw_shards_factory(None, max_count=50)  # all 200 images, no resize, PNG
+    info = DatasetInfo.load(version)
+    torch.manual_seed(0)
+    cfg = TrainConfig(model="se_resnet_tiny", epochs=2, batch_size=16, num_workers=1).with_overrides({"lr": 0.05})
+    lcfg = LoaderConfig(batch_size=16, image_size=32, num_workers=0, crop_scale=(0.5, 1.0))
+    comp = build_components(cfg, info.num_classes, torch.device("cpu"), len(make_loader(version, "train", lcfg)))
+    for epoch in (1, 2):
+        loader = make_loader(version, "train", lcfg, epoch=epoch)
+        train_epoch(comp.model, loader, comp.criterion, comp.optimizer, comp.scheduler, comp.opts)
+    meta = {
+        "model": cfg.model,
+        "model_kwargs": {},
+        "num_classes": info.num_classes,
+        "classes": info.classes,
+        "image_size": 32,
+        "epoch": 2,
+        "run_name": "eval-test",
+        "history": [],
+    }
+    ckpt = save_checkpoint(root / "ckpt", training_state(comp), meta)
+    return ckpt, version, info
 
 
 # ---- S3 --------------------------------------------------------------------------------------------

@@ -69,41 +69,7 @@ def test_plot_input_errors(tmp_path) -> None:
         plot_curves([], tmp_path / "y.png")
 
 
-# ---- evaluate_checkpoint on a real checkpoint (trained in-process, no Ray) over real lfw-subset shards ----
-@pytest.fixture(scope="module")
-def lfw_checkpoint(lfw_shards_factory, tmp_path_factory: pytest.TempPathFactory):
-    import torch
-
-    from senet_dist.data import DatasetInfo, LoaderConfig, make_loader
-    from senet_dist.train.checkpoint import save_checkpoint
-    from senet_dist.train.components import build_components, training_state
-    from senet_dist.train.config import TrainConfig
-    from senet_dist.train.loops import train_epoch
-
-    root = tmp_path_factory.mktemp("eval")
-    version = lfw_shards_factory(None, max_count=50)  # all 200 images, no resize, PNG
-    info = DatasetInfo.load(version)
-    torch.manual_seed(0)
-    cfg = TrainConfig(model="se_resnet_tiny", epochs=2, batch_size=16, num_workers=1).with_overrides({"lr": 0.05})
-    lcfg = LoaderConfig(batch_size=16, image_size=32, num_workers=0, crop_scale=(0.5, 1.0))
-    comp = build_components(cfg, info.num_classes, torch.device("cpu"), len(make_loader(version, "train", lcfg)))
-    for epoch in (1, 2):
-        loader = make_loader(version, "train", lcfg, epoch=epoch)
-        train_epoch(comp.model, loader, comp.criterion, comp.optimizer, comp.scheduler, comp.opts)
-    meta = {
-        "model": cfg.model,
-        "model_kwargs": {},
-        "num_classes": info.num_classes,
-        "classes": info.classes,
-        "image_size": 32,
-        "epoch": 2,
-        "run_name": "eval-test",
-        "history": [],
-    }
-    ckpt = save_checkpoint(root / "ckpt", training_state(comp), meta)
-    return ckpt, version, info
-
-
+# ---- evaluate_checkpoint on a real checkpoint (tests/conftest.py: lfw_checkpoint) over real lfw-subset shards ----
 def test_evaluate_checkpoint_report_is_consistent(lfw_checkpoint, tmp_path) -> None:
     from senet_dist.evaluate import evaluate_checkpoint
 

@@ -84,8 +84,14 @@ def train(
 
 
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (contains checkpoint.pt)")],
-    data: Annotated[Path, typer.Option(help="Shards root or dataset version directory")],
+    checkpoint: Annotated[
+        str,
+        typer.Argument(
+            help="Checkpoint directory (contains checkpoint.pt) or run directory (its best checkpoint); "
+            "a local path or a URI such as s3://bucket/prefix/ray/<run>/checkpoint_..."
+        ),
+    ],
+    data: Annotated[str, typer.Option(help="Shards root or dataset version directory")],
     split: Annotated[str, typer.Option(help="Split to evaluate")] = "test",
     out: Annotated[Path | None, typer.Option(help="Write report.json and PNG plots here")] = None,
 ) -> None:
@@ -94,7 +100,7 @@ def evaluate(
 
     try:
         evaluate_command(checkpoint, data, split=split, out_dir=out, console=console)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: FileNotFoundError, and storage errors (no bucket, no access)
         _fail(exc)
 
 

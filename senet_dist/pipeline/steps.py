@@ -21,7 +21,7 @@ from senet_dist.data import DatasetInfo, ShardResult, fingerprint_source, latest
 from senet_dist.data.shard import HASH_CACHE_NAME
 from senet_dist.pipeline.config import PipelineConfig, locate
 from senet_dist.pipeline.runs import config_json
-from senet_dist.storage import join, local_dir, read_bytes, tree_bytes, upload_dir
+from senet_dist.storage import join, read_bytes, tree_bytes, upload_dir
 from senet_dist.train import EpochMetrics, FitResult, RaySession
 from senet_dist.train.checkpoint import CHECKPOINT_FILE, META_FILE
 
@@ -151,26 +151,28 @@ def _record_success(
     store: ArtifactStore,
     base_row: dict[str, Any],
     result: FitResult,
-    version_dir: Path,
+    version_dir: str | Path,
     cfg: PipelineConfig,
     wall: float,
 ) -> VariantSummary:
-    """Evaluate the best checkpoint, write plots/report next to the tables, append every table's rows."""
-    from senet_dist.evaluate import evaluate_checkpoint, report_split, sample_predictions
+    """Evaluate the best checkpoint (as a Ray task on a node like the run's workers when Ray is up, else here),
+    write plots/report next to the tables, append every table's rows."""
+    from senet_dist.evaluate import report_split
+    from senet_dist.evaluate_cluster import eval_placement, evaluate_run
     from senet_dist.plots import plot_confusion_matrix, plot_curves, plot_sample_grid
 
     run_id = base_row["run_id"]
     if result.best_checkpoint is None:
         raise RuntimeError(f"run {run_id} finished without a checkpoint to evaluate")
+    split = report_split(version_dir)
+    placement = eval_placement(cfg.train_config(base_row["variant"]))
+    evaluation = evaluate_run(result.best_checkpoint, version_dir, split, placement, run_id=run_id)
+    report, samples = evaluation.report, evaluation.samples
+    report.variant, report.dataset_version = base_row["variant"], base_row["dataset_version"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        best = local_dir(result.best_checkpoint, out / "best")
-        split = report_split(version_dir)
-        report = evaluate_checkpoint(best, version_dir, split=split, run_id=run_id)
-        report.variant, report.dataset_version = base_row["variant"], base_row["dataset_version"]
         plot_confusion_matrix(report.confusion_matrix, report.classes, out / "reports" / "confusion_matrix.png")
         plot_curves(result.history, out / "reports" / "curves.png")
-        samples = sample_predictions(best, version_dir, split=split)
         plot_sample_grid(samples.images, samples.titles, out / "reports" / "samples.png")
         (out / "reports" / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
         reports_uri = join(cfg.artifacts_abs, "reports", run_id)

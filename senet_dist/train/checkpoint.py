@@ -2,6 +2,8 @@
 
 ``meta.json`` lets the launcher, the artifact store and ``evaluate`` read the epoch, metrics and model recipe
 without unpickling tensors (and without downloading them when the checkpoint lives on S3).
+A checkpoint or run directory may be a local path or any ``pyarrow.fs`` URI (``s3://bucket/prefix/ray/<run>``):
+``locate_checkpoint`` picks one by its meta files alone, ``fetch_checkpoint`` downloads only that one.
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import pyarrow.fs as pafs
 import torch
 from torch import nn
 
 from senet_dist.models import create_model
+from senet_dist.storage import is_local, is_uri, join, local_dir, read_bytes, resolve_filesystem
 
 CHECKPOINT_FILE = "checkpoint.pt"
 META_FILE = "meta.json"
@@ -80,10 +85,53 @@ def resolve_checkpoint(path: str | Path) -> Path:
     found = [d for d in p.glob("checkpoint_*") if (d / META_FILE).is_file()] if p.is_dir() else []
     if not found:
         raise CheckpointError(f"{path} is neither a senet-dist checkpoint nor a run directory holding one")
+    return max(found, key=lambda d: _rank(read_meta(d)))
 
-    def score(d: Path) -> tuple[float, int]:
-        meta = read_meta(d)
-        value = meta.get("metrics", {}).get(meta.get("keep_best_by", "val_acc"))
-        return float(-1.0 if value is None else value), int(meta.get("epoch", 0))
 
-    return max(found, key=score)
+def _rank(meta: dict[str, Any]) -> tuple[float, int]:
+    """How a run dir's checkpoints compare: the run's ranking metric, then the epoch (missing metric: last)."""
+    value = meta.get("metrics", {}).get(meta.get("keep_best_by", "val_acc"))
+    return float(-1.0 if value is None else value), int(meta.get("epoch", 0))
+
+
+def locate_checkpoint(location: str | Path) -> str:
+    """``resolve_checkpoint`` for a local path or a URI, returned in the location's own form.
+
+    Remote: a checkpoint URI as is; a run-dir URI -> its ``checkpoint_*`` entries are listed through pyarrow.fs and
+    only their meta.json files are read (no weights are downloaded to choose). Storage errors (missing bucket,
+    wrong credentials) pass through as ``OSError``: they may be transient, unlike a location holding no checkpoint.
+    """
+    loc = str(location)
+    if is_local(loc):
+        return str(resolve_checkpoint(loc.removeprefix("file://")))
+    fs, root = resolve_filesystem(loc)
+    if fs.get_file_info(f"{root}/{META_FILE}").type == pafs.FileType.File:
+        return loc
+    entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    names = sorted(
+        e.base_name for e in entries if e.type == pafs.FileType.Directory and e.base_name.startswith("checkpoint_")
+    )
+    metas = fs.get_file_info([f"{root}/{name}/{META_FILE}" for name in names])
+    kept = [name for name, info in zip(names, metas, strict=True) if info.type == pafs.FileType.File]
+    if not kept:
+        raise CheckpointError(
+            f"{shown_location(loc)} is neither a senet-dist checkpoint nor a run directory holding one"
+        )
+    ranks = {name: _rank(json.loads(read_bytes(join(loc, name, META_FILE)))) for name in kept}
+    return join(loc, max(kept, key=ranks.__getitem__))
+
+
+def fetch_checkpoint(location: str | Path, scratch: str | Path) -> Path:
+    """The checkpoint ``location`` names (see ``locate_checkpoint``) as a directory on this machine: a local one as
+    it is, a remote one downloaded into ``scratch`` (only that checkpoint, never the whole run)."""
+    return local_dir(locate_checkpoint(location), scratch)
+
+
+def shown_location(location: str | Path) -> str:
+    """A location fit for a message or a report: a URI without its query string (which may carry keys or tokens);
+    a plain path as it is."""
+    loc = str(location)
+    if not is_uri(loc):
+        return loc
+    parts = urlsplit(loc)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))

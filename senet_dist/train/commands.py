@@ -106,15 +106,31 @@ def evaluate_command(
     device: str = "auto",
     console: Console | None = None,
 ) -> EvalReport:
-    """Evaluate, print a per-class table, and (with ``out_dir``) write report.json, confusion.png, curves.png."""
-    from senet_dist.evaluate import evaluate_checkpoint, sample_predictions
-    from senet_dist.plots import plot_confusion_matrix, plot_curves, plot_sample_grid
-    from senet_dist.train.checkpoint import read_meta, resolve_checkpoint
+    """Evaluate, print a per-class table, and (with ``out_dir``) write report.json, confusion.png, curves.png.
+
+    ``checkpoint``: a checkpoint or run directory, local or a URI (the ``runs``/``checkpoints`` tables record
+    ``s3://...`` ones); only the chosen checkpoint is downloaded, into a temp dir removed afterwards."""
+    import tempfile
+
+    from senet_dist.evaluate import evaluate_checkpoint
+    from senet_dist.storage import local_dir
+    from senet_dist.train.checkpoint import locate_checkpoint, shown_location
 
     console = console or Console()
-    ckpt = resolve_checkpoint(checkpoint)
-    with console.status(f"evaluating {ckpt.name} on {split} ..."):
-        report = evaluate_checkpoint(ckpt, resolve_version(data), split=split, batch_size=batch_size, device=device)
+    version = resolve_version(data)
+    located = locate_checkpoint(checkpoint)
+    with tempfile.TemporaryDirectory(prefix="senet-eval-") as tmp:
+        ckpt = local_dir(located, Path(tmp) / "checkpoint")
+        with console.status(f"evaluating {shown_location(located)} on {split} ..."):
+            report = evaluate_checkpoint(ckpt, version, split=split, batch_size=batch_size, device=device)
+        report.checkpoint = shown_location(located)
+        _print_report(report, split, console)
+        if out_dir is not None:
+            _write_report(report, ckpt, version, split, Path(out_dir), console)
+    return report
+
+
+def _print_report(report: EvalReport, split: str, console: Console) -> None:
     table = Table(
         title=f"{report.variant} ({report.weights} weights) on {report.dataset_version}/{split}: "
         f"accuracy {report.accuracy:.4f}"
@@ -129,18 +145,22 @@ def evaluate_command(
         f"macro F1 {report.macro_f1:.4f}{top}; {report.latency_ms_per_image:.3f} ms/image "
         f"({report.img_per_s:.0f} img/s)"
     )
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
-        plot_confusion_matrix(report.confusion_matrix, report.classes, out / "confusion.png")
-        samples = sample_predictions(ckpt, resolve_version(data), split=split)
-        plot_sample_grid(samples.images, samples.titles, out / "samples.png")
-        history = [EpochMetrics.from_dict(h) for h in read_meta(ckpt).get("history", [])]
-        if history:
-            plot_curves(history, out / "curves.png")
-        console.print(f"wrote {out}/report.json and plots (confusion, samples, curves)")
-    return report
+
+
+def _write_report(report: EvalReport, ckpt: Path, version: str | Path, split: str, out: Path, console: Console) -> None:
+    from senet_dist.evaluate import sample_predictions
+    from senet_dist.plots import plot_confusion_matrix, plot_curves, plot_sample_grid
+    from senet_dist.train.checkpoint import read_meta
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    plot_confusion_matrix(report.confusion_matrix, report.classes, out / "confusion.png")
+    samples = sample_predictions(ckpt, version, split=split)
+    plot_sample_grid(samples.images, samples.titles, out / "samples.png")
+    history = [EpochMetrics.from_dict(h) for h in read_meta(ckpt).get("history", [])]
+    if history:
+        plot_curves(history, out / "curves.png")
+    console.print(f"wrote {out}/report.json and plots (confusion, samples, curves)")
 
 
 def _print_wide(console: Console, table: Table) -> None:
