@@ -16,8 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from senet_dist.storage import is_local
+
 from .images import sha256_file
 from .source import SourceFile, SourceTree
+
+REMOTE_READERS = 16  # object-store reads wait on the network, not the CPU: more in flight than cores
 
 
 def _load_cache(path: Path | None, root: str) -> dict[str, list]:
@@ -51,7 +55,8 @@ def hash_files(tree: SourceTree, *, threads: int = 8, cache_path: Path | None = 
             fresh[f.rel] = hit
         else:
             todo.append(f)
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+    workers = max(1, threads) if is_local(tree.root) else max(threads, REMOTE_READERS)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         digested = pool.map(lambda f: sha256_file(tree.location(f.rel)), todo)
         for f, digest in zip(todo, digested, strict=True):
             digests[f.rel] = digest

@@ -87,7 +87,7 @@ def open_source(location: str | os.PathLike) -> BinaryIO:
     if storage.is_local(loc):
         return open(loc.removeprefix("file://"), "rb")
     fs, path = _remote(loc)
-    return fs.open_input_stream(path)  # a NativeFile: read(n) and close like a binary file
+    return fs.open_input_stream(path, compression=None)  # a NativeFile: read(n) and close like a binary file
 
 
 def read_source(location: str | os.PathLike) -> bytes:
