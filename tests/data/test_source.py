@@ -12,7 +12,8 @@ from senet_dist import storage
 from senet_dist.data import DatasetInfo, EncodeConfig, ShardConfig, fingerprint_source, process_image, shard_dataset
 from senet_dist.data.images import IMAGE_EXTS, Rejected
 from senet_dist.data.source import NOT_IN_SPLIT, OUTSIDE_CLASS, DatasetError, Skipped, scan_source
-from tests.helpers import make_tree, write_image
+from senet_dist.errors import is_retryable
+from tests.helpers import free_port, make_tree, write_image
 
 if TYPE_CHECKING:
     from tests.s3server import S3Server
@@ -152,3 +153,15 @@ def test_s3_errors_are_one_line_and_never_show_the_query(s3_bucket: str, s3_serv
         assert host not in str(err.value) and "SeCrEt42" not in str(err.value) and "\n" not in str(err.value)
     gone = process_image(f"s3://{s3_bucket}/photos/missing.jpg", EncodeConfig())
     assert isinstance(gone, Rejected) and gone.reason.startswith("unreadable")
+
+
+def test_an_unreachable_store_fails_the_run_instead_of_rejecting_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network error is not a property of the image: quarantining it would drop a good sample from the version."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    with pytest.raises(OSError, match="NETWORK_CONNECTION") as read:
+        process_image("s3://bucket/photos/cats/a.jpg", EncodeConfig())
+    with pytest.raises(OSError, match="NETWORK_CONNECTION") as scan:
+        scan_source("s3://bucket/photos")
+    assert is_retryable(read.value) and is_retryable(scan.value)  # the flow runs the step again
