@@ -123,7 +123,7 @@ def _is_predefined_layout(dirs: set[tuple[str, ...]]) -> bool:
     return all(any(len(d) == 2 and d[0] == n and not _hidden(d[1]) for d in dirs) for n in names)
 
 
-def _place(parts: tuple[str, ...], predefined: bool) -> tuple[str, str, str | None]:
+def _place(parts: tuple[str, ...], predefined: bool, uri: bool) -> tuple[str, str, str | None]:
     """(key, class name or "", reason to skip or None) for one file; key is the rel of the entry it counts under."""
     depth = 1 if predefined else 0  # index of the class folder in ``parts``
     rel = "/".join(parts)
@@ -141,6 +141,8 @@ def _place(parts: tuple[str, ...], predefined: bool) -> tuple[str, str, str | No
     ext = os.path.splitext(parts[-1])[1].lower()
     if ext not in IMAGE_EXTS:
         return rel, cls, f"not an image file ({ext or 'no extension'})"
+    if uri and "?" in rel:  # in a URI, "?" starts the query string: this object cannot be named by a location
+        return rel, cls, "name contains '?' (not addressable in a URI)"
     return rel, cls, None
 
 
@@ -194,7 +196,7 @@ def scan_source(src: str | os.PathLike, split_mode: str = "auto") -> SourceTree:
             per_split.setdefault(d[0] if depth else None, {}).setdefault(d[depth], [])
     found: dict[str, Skipped] = {}
     for e in entries:
-        rel, cls, reason = _place(e.parts, mode == "predefined")
+        rel, cls, reason = _place(e.parts, mode == "predefined", storage.is_uri(root))
         if reason is None:
             per_split[e.parts[0] if depth else None][cls].append(e)
         else:

@@ -155,6 +155,21 @@ def test_s3_errors_are_one_line_and_never_show_the_query(s3_bucket: str, s3_serv
     assert isinstance(gone, Rejected) and gone.reason.startswith("unreadable")
 
 
+def test_odd_object_names_on_s3(tmp_path: Path, s3_bucket: str) -> None:
+    src = make_tree(tmp_path / "src", {"a": 3, "b #1": 3})
+    write_image(src / "a" / "what?.jpg", seed=40)
+    write_image(src / "a" / "50% off.jpg", seed=41)
+    uri = f"s3://{s3_bucket}/photos"
+    storage.upload_dir(src, uri)
+    tree = scan_source(uri)
+    assert [(s.rel, s.reason) for s in tree.skipped] == [
+        ("a/what?.jpg", "name contains '?' (not addressable in a URI)")
+    ]
+    assert {"a/50% off.jpg", "b #1/img 000.jpg"} <= {f.rel for f in tree.files} and tree.classes == ["a", "b #1"]
+    res = shard_dataset(uri, tmp_path / "out", ShardConfig(**CFG))  # "#" and "%" are read as part of the name
+    assert res.num_rejected == 0 and sum(res.counts.values()) == 7
+
+
 def test_an_unreachable_store_fails_the_run_instead_of_rejecting_images(monkeypatch: pytest.MonkeyPatch) -> None:
     """A network error is not a property of the image: quarantining it would drop a good sample from the version."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
