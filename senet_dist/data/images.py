@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
+import pyarrow.fs as pafs
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from senet_dist import storage
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 _ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "WEBP"})
@@ -59,9 +64,42 @@ class Rejected:
     src_bytes: int = 0
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+_FILESYSTEMS: dict[tuple[str, ...], tuple[pafs.FileSystem, str]] = {}
+
+
+def _remote(location: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path in it) for a URI, with ONE filesystem per bucket and settings in this process.
+
+    ``process_image`` runs once per file in a process pool: building an S3 client per file would cost a client and a
+    new connection each time. The key includes the process id (a client inherited through fork is never reused) and
+    the S3 settings of the environment (a changed endpoint or key is never served by a stale client)."""
+    u = urlsplit(location, allow_fragments=False)  # a "#" in a file name is part of the path
+    key = (str(os.getpid()), u.scheme, u.netloc, u.query, repr(sorted(storage.s3_options_from_env().items())))
+    if key not in _FILESYSTEMS:
+        _FILESYSTEMS[key] = storage.resolve_filesystem(urlunsplit((u.scheme, u.netloc, "", u.query, "")))
+    fs, bucket = _FILESYSTEMS[key]
+    return fs, f"{bucket.rstrip('/')}/{u.path.lstrip('/')}"
+
+
+def open_source(location: str | os.PathLike) -> BinaryIO:
+    """Open a source file for reading: plain ``open`` for a local path, a ``pyarrow.fs`` input stream for a URI."""
+    loc = str(location)
+    if storage.is_local(loc):
+        return open(loc.removeprefix("file://"), "rb")
+    fs, path = _remote(loc)
+    return fs.open_input_stream(path, compression=None)  # a NativeFile: read(n) and close like a binary file
+
+
+def read_source(location: str | os.PathLike) -> bytes:
+    """The whole content of a source file (local path or URI)."""
+    with open_source(location) as f:
+        return f.read()
+
+
+def sha256_file(location: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a source file's content (local path or URI), read in chunks."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_source(location) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -109,11 +147,17 @@ def _can_pass_through(img: Image.Image, fmt: str, cfg: EncodeConfig) -> bool:
     return fmt == target and img.mode in ("L", "RGB") and orientation == 1 and cfg.resize_shorter is None
 
 
-def process_image(path: Path, cfg: EncodeConfig) -> Encoded | Rejected:
-    """Validate and re-encode ``path``; any problem becomes a ``Rejected`` with a human-readable reason."""
+def process_image(location: str | os.PathLike, cfg: EncodeConfig) -> Encoded | Rejected:
+    """Validate and re-encode the file at ``location`` (a local path or a URI); any problem with the file becomes a
+    ``Rejected`` with a human-readable reason.
+
+    A remote read error other than "not found" propagates: an S3 hiccup is not a property of the image, and turning
+    it into a rejection would silently drop a good sample from the version."""
     try:
-        raw = Path(path).read_bytes()
+        raw = read_source(location)
     except OSError as exc:
+        if not storage.is_local(location) and not isinstance(exc, FileNotFoundError):
+            raise
         return Rejected(f"unreadable: {exc.strerror or exc}")
     digest = hashlib.sha256(raw).hexdigest()
     if not raw:

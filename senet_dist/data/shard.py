@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
 import os
 import random
 import shutil
@@ -21,6 +22,8 @@ from datetime import datetime, timezone
 from itertools import repeat
 from pathlib import Path
 from typing import Any
+
+from senet_dist.storage import is_local
 
 from .config import ShardConfig
 from .fingerprint import compute_fingerprint, hash_files, save_hash_cache
@@ -51,7 +54,7 @@ class ShardResult:
     changed: bool
     counts: dict[str, int]
     num_rejected: int
-    num_ignored: int = 0
+    num_ignored: int = 0  # entries of the tree that are not samples (SourceTree.skipped; also in rejected.parquet)
     shards: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -92,12 +95,13 @@ def _ordered_work(tree: SourceTree, assigned: dict[str, str], seed: int) -> list
 
 
 def _encoded(tree: SourceTree, work: list[tuple[str, SourceFile]], cfg: ShardConfig) -> Iterator[Encoded | Rejected]:
-    paths = [tree.root / f.rel for _, f in work]
+    paths = [tree.location(f.rel) for _, f in work]
     enc = cfg.encode_config()
     if cfg.procs() <= 1 or len(paths) < 64:
         yield from map(process_image, paths, repeat(enc))
         return
-    with ProcessPoolExecutor(max_workers=cfg.procs()) as pool:
+    ctx = None if is_local(tree.root) else multiprocessing.get_context("spawn")  # an S3 client does not survive fork
+    with ProcessPoolExecutor(max_workers=cfg.procs(), mp_context=ctx) as pool:
         yield from pool.map(process_image, paths, repeat(enc), chunksize=16)
 
 
@@ -156,7 +160,7 @@ def _write_version(tree: SourceTree, digests: dict[str, str], fp: str, cfg: Shar
         raise DatasetError("internal error: duplicate sample keys")
     counts = {s: writers[s].total for s in SPLITS}
     if counts["train"] == 0:
-        raise DatasetError(f"no usable training images in {tree.root}: all {len(rejected)} candidates were rejected")
+        raise DatasetError(f"no usable training images in {tree.shown}: all {len(rejected)} candidates were rejected")
     if rejected:
         log.warning(
             "quarantined %d bad image(s) into rejected.parquet (e.g. %s: %s)",
@@ -165,7 +169,11 @@ def _write_version(tree: SourceTree, digests: dict[str, str], fp: str, cfg: Shar
             rejected[0]["reason"],
         )
     write_table(rows, MANIFEST_SCHEMA, build / "manifest.parquet")
-    write_table(rejected, REJECTED_SCHEMA, build / "rejected.parquet")
+    skipped = [
+        {"path": s.rel, "class_name": s.class_name, "reason": s.reason, "bytes": s.size, "sha256": ""}
+        for s in tree.skipped
+    ]
+    write_table(rejected + skipped, REJECTED_SCHEMA, build / "rejected.parquet")
     class_counts = {s: {c: 0 for c in tree.classes} for s in SPLITS}
     for r in rows:
         class_counts[r["split"]][r["class_name"]] += 1
@@ -177,8 +185,8 @@ def _write_version(tree: SourceTree, digests: dict[str, str], fp: str, cfg: Shar
         "shards": {s: writers[s].names for s in SPLITS},
         "shard_counts": {n: c for w in writers.values() for n, c in w.counts.items()},
         "num_rejected": len(rejected),
-        "num_ignored": len(tree.ignored),
-        "source": str(tree.root),
+        "num_ignored": len(tree.skipped),
+        "source": tree.shown,
         "split_mode": tree.mode,
         **cfg.fingerprint_config(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -202,7 +210,7 @@ def shard_dataset(src: str | os.PathLike, out: str | os.PathLike, cfg: ShardConf
                 False,
                 info.counts,
                 info.num_rejected,
-                len(tree.ignored),
+                len(tree.skipped),
                 {s: [p.name for p in ps] for s, ps in info.shards.items()},
             )
     out.mkdir(parents=True, exist_ok=True)
@@ -222,7 +230,7 @@ def shard_dataset(src: str | os.PathLike, out: str | os.PathLike, cfg: ShardConf
     write_latest(out, version)
     if cfg.hash_cache and not (out / HASH_CACHE_NAME).exists():
         save_hash_cache(tree, digests, out / HASH_CACHE_NAME)
-    return ShardResult(out / version, fp, True, meta["counts"], meta["num_rejected"], len(tree.ignored), meta["shards"])
+    return ShardResult(out / version, fp, True, meta["counts"], meta["num_rejected"], len(tree.skipped), meta["shards"])
 
 
 def _host() -> str:

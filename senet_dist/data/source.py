@@ -1,18 +1,34 @@
-"""Scan an ImageFolder tree (flat or with a predefined train/val/test split) without decoding anything."""
+"""Scan an ImageFolder tree (flat or with a predefined train/val/test split) without decoding anything.
+
+The tree may be a local folder or any ``pyarrow.fs`` URI (``s3://bucket/photos``): both are read through ONE
+recursive listing (on S3: one LIST request per 1000 objects, no per-file HEAD), which also yields every file's size
+and mtime for the hash cache. Semantics follow torchvision's ``ImageFolder`` (``find_classes`` / ``make_dataset``):
+the classes are the folders directly under the root (or under each split folder), and every image anywhere below a
+class folder belongs to that class. Every entry not used is kept as a ``Skipped`` with its reason, so nothing is
+dropped silently.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import pyarrow.fs as pafs
+
+from senet_dist import storage
 from senet_dist.errors import PermanentError
 
 from .images import IMAGE_EXTS
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+NOT_IN_SPLIT = "not in a split folder (train/, val/, test/)"
+OUTSIDE_CLASS = "outside any class folder"
 
 
 class DatasetError(PermanentError, ValueError):
@@ -25,92 +41,176 @@ class SourceFile:
     class_name: str
     label: int
     fixed_split: str | None  # set when the tree defines the split (train/, val/, test/)
+    size: int = 0  # bytes, from the listing (the hash cache key, with mtime_ns: no second stat)
+    mtime_ns: int = 0
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An entry of the tree that is not a sample (recorded in rejected.parquet)."""
+
+    rel: str  # a file, or a hidden folder as "<rel>/" (its contents are one entry)
+    reason: str
+    class_name: str = ""  # the class folder it lies in, "" when outside every class
+    size: int = 0  # bytes (a folder: the total of its files)
 
 
 @dataclass
 class SourceTree:
-    root: Path
+    root: str  # absolute local path, or the URI as given
     classes: list[str]
     files: list[SourceFile]
     mode: str  # "random" or "predefined"
-    ignored: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def location(self, rel: str) -> str:
+        """Where the file ``rel`` is: a local path or a URI (readable by ``images.read_source``)."""
+        return storage.join(self.root, rel)
+
+    @property
+    def shown(self) -> str:
+        """The root for messages and records: a URI's query string (it may hold keys) is never shown."""
+        return shown_location(self.root)
 
 
-def _visible_entries(d: Path) -> list[os.DirEntry]:
-    with os.scandir(d) as it:
-        return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+def shown_location(location: str) -> str:
+    if not storage.is_uri(location):
+        return location
+    u = urlsplit(location)
+    tag = f"query-sha256:{hashlib.sha256(u.query.encode()).hexdigest()[:12]}" if u.query else ""
+    return urlunsplit((u.scheme, u.netloc, u.path, tag, ""))
 
 
-def _is_predefined_layout(root: Path) -> bool:
-    """True for ``train/<class>/*`` + ``test/<class>/*`` (+ optional ``val/``), with nothing else at the top level."""
-    entries = _visible_entries(root)
-    names = {e.name for e in entries if e.is_dir()}
+@dataclass(frozen=True)
+class _Entry:
+    parts: tuple[str, ...]  # path components relative to the root
+    size: int
+    mtime_ns: int
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _list(root: str) -> tuple[list[_Entry], set[tuple[str, ...]]]:
+    """(every file, every folder) under ``root`` from one recursive listing; folders implied by keys included."""
+    try:
+        fs, base = storage.resolve_filesystem(root)
+    except ValueError as exc:  # the message quotes the location: show it without its query string
+        query = urlsplit(root).query if storage.is_uri(root) else ""
+        message = str(exc).replace(root, shown_location(root))
+        raise DatasetError(message.replace(query, "...") if query else message) from None
+    if fs.get_file_info(base).type != pafs.FileType.Directory:
+        raise DatasetError(f"source directory does not exist: {shown_location(root)}")
+    prefix = base.rstrip("/") + "/"
+    files: list[_Entry] = []
+    dirs: set[tuple[str, ...]] = set()
+    for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+        parts = tuple(info.path[len(prefix) :].strip("/").split("/"))
+        if info.type == pafs.FileType.Directory:
+            dirs.add(parts)
+        elif info.type == pafs.FileType.File:
+            files.append(_Entry(parts, info.size or 0, info.mtime_ns or 0))
+            dirs.update(parts[:i] for i in range(1, len(parts)))
+    return files, dirs
+
+
+def _is_predefined_layout(dirs: set[tuple[str, ...]]) -> bool:
+    """True for ``train/<class>/*`` + ``test/<class>/*`` (+ optional ``val/``), with no other folder at the top."""
+    names = {d[0] for d in dirs if len(d) == 1 and not _hidden(d[0])}
     if "train" not in names or not names & {"val", "test"} or names - set(SPLITS):
         return False
-    for e in entries:
-        if e.is_dir() and not any(c.is_dir() for c in _visible_entries(Path(e.path))):
-            return False
-    return True
+    return all(any(len(d) == 2 and d[0] == n and not _hidden(d[1]) for d in dirs) for n in names)
 
 
-def _class_files(class_dir: Path, root: Path, ignored: list[str]) -> list[str]:
-    files = []
-    for e in _visible_entries(class_dir):
-        rel = Path(e.path).relative_to(root).as_posix()
-        if e.is_dir():
-            ignored.append(rel + "/")
-        elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS:
-            files.append(rel)
-        else:
-            ignored.append(rel)
-    return files
+def _place(parts: tuple[str, ...], predefined: bool, uri: bool) -> tuple[str, str, str | None]:
+    """(key, class name or "", reason to skip or None) for one file; key is the rel of the entry it counts under."""
+    depth = 1 if predefined else 0  # index of the class folder in ``parts``
+    rel = "/".join(parts)
+    cls = parts[depth] if len(parts) > depth + 1 else ""
+    hidden = next((i for i, p in enumerate(parts) if _hidden(p)), None)
+    if hidden is not None:
+        owner = cls if hidden > depth else ""
+        if hidden < len(parts) - 1:
+            return "/".join(parts[: hidden + 1]) + "/", owner, "hidden folder"
+        return rel, owner, "hidden file"
+    if predefined and len(parts) == 1:
+        return rel, "", NOT_IN_SPLIT
+    if not cls:
+        return rel, "", OUTSIDE_CLASS
+    ext = os.path.splitext(parts[-1])[1].lower()
+    if ext not in IMAGE_EXTS:
+        return rel, cls, f"not an image file ({ext or 'no extension'})"
+    if uri and "?" in rel:  # in a URI, "?" starts the query string: this object cannot be named by a location
+        return rel, cls, "name contains '?' (not addressable in a URI)"
+    return rel, cls, None
 
 
-def _scan_split_dir(split_dir: Path, root: Path, ignored: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for e in _visible_entries(split_dir):
-        if e.is_dir():
-            out[e.name] = _class_files(Path(e.path), root, ignored)
-        else:
-            ignored.append(Path(e.path).relative_to(root).as_posix())
-    return out
+def _skipped(found: dict[str, Skipped], rel: str, cls: str, reason: str, size: int) -> None:
+    prev = found.get(rel)
+    found[rel] = Skipped(rel, reason, cls, size + (prev.size if prev else 0))
+
+
+def _log_skipped(skipped: list[Skipped], root: str) -> None:
+    if skipped:
+        reasons = Counter(s.reason for s in skipped).most_common()
+        summary = ", ".join(f"{n} {reason}" for reason, n in reasons[:5]) + (", ..." if len(reasons) > 5 else "")
+        log.warning("skipped %d entries in %s: %s (e.g. %s)", len(skipped), root, summary, skipped[0].rel)
+
+
+def _check_classes(per_split: dict[str | None, dict[str, list[_Entry]]], classes: list[str], root: str) -> None:
+    if not classes:
+        raise DatasetError(
+            f"no class folders found in {root} (expected an ImageFolder tree: SRC/<class>/[<subfolders>/]<image>)"
+        )
+    for split, by_class in per_split.items():
+        empty = [c for c in classes if not by_class.get(c)]
+        if empty and (split is None or split == "train"):
+            where = f"{split}/" if split else ""
+            raise DatasetError(f"class folder(s) with no images in {root}/{where}: {', '.join(empty)}")
+
+
+def _root(src: str | os.PathLike) -> str:
+    if storage.is_uri(src):
+        return str(src)
+    return str(Path(src).expanduser().resolve())
 
 
 def scan_source(src: str | os.PathLike, split_mode: str = "auto") -> SourceTree:
     """List class folders and image files; raise ``DatasetError`` for trees that cannot be sharded."""
     if split_mode not in ("auto", "random", "predefined"):
         raise DatasetError(f"split_mode must be auto, random or predefined, got {split_mode!r}")
-    root = Path(src).expanduser().resolve()
-    if not root.is_dir():
-        raise DatasetError(f"source directory does not exist: {root}")
-    predefined = _is_predefined_layout(root)
+    root = _root(src)
+    shown = shown_location(root)
+    entries, dirs = _list(root)
+    predefined = _is_predefined_layout(dirs)
     if split_mode == "predefined" and not predefined:
-        raise DatasetError(f"{root} has no train/ + test/ (or val/) folders of class folders for split_mode=predefined")
+        raise DatasetError(
+            f"{shown} has no train/ + test/ (or val/) folders of class folders for split_mode=predefined"
+        )
     mode = "predefined" if (predefined and split_mode != "random") else "random"
-    ignored: list[str] = []
-    per_split: dict[str | None, dict[str, list[str]]] = {}
-    if mode == "predefined":
-        for name in SPLITS:
-            if (root / name).is_dir():
-                per_split[name] = _scan_split_dir(root / name, root, ignored)
-    else:
-        per_split[None] = _scan_split_dir(root, root, ignored)
+    depth = 1 if mode == "predefined" else 0
+    per_split: dict[str | None, dict[str, list[_Entry]]] = {}
+    for d in sorted(dirs):  # every visible folder at the class level is a class (torchvision's find_classes)
+        if len(d) == depth + 1 and not any(map(_hidden, d)):
+            per_split.setdefault(d[0] if depth else None, {}).setdefault(d[depth], [])
+    found: dict[str, Skipped] = {}
+    for e in entries:
+        rel, cls, reason = _place(e.parts, mode == "predefined", storage.is_uri(root))
+        if reason is None:
+            per_split[e.parts[0] if depth else None][cls].append(e)
+        else:
+            _skipped(found, rel, cls, reason, e.size)
     classes = sorted({c for by_class in per_split.values() for c in by_class})
-    if not classes:
-        raise DatasetError(f"no class folders found in {root} (expected an ImageFolder tree: SRC/<class>/<image>)")
-    for split, by_class in per_split.items():
-        empty = [c for c in classes if not by_class.get(c)]
-        if empty and (split is None or split == "train"):
-            where = f"{split}/" if split else ""
-            raise DatasetError(f"class folder(s) with no images in {root}/{where}: {', '.join(empty)}")
-    if ignored:
-        log.warning("ignored %d non-image or misplaced entries in %s (e.g. %s)", len(ignored), root, ignored[0])
+    _check_classes(per_split, classes, shown)
+    skipped = sorted(found.values(), key=lambda s: s.rel)
+    _log_skipped(skipped, shown)
     label = {c: i for i, c in enumerate(classes)}
     files = [
-        SourceFile(rel, c, label[c], split)
+        SourceFile("/".join(e.parts), c, label[c], split, e.size, e.mtime_ns)
         for split, by_class in per_split.items()
-        for c, rels in sorted(by_class.items())
-        for rel in rels
+        for c, members in by_class.items()
+        for e in members
     ]
     files.sort(key=lambda f: f.rel)
-    return SourceTree(root, classes, files, mode, ignored)
+    return SourceTree(root, classes, files, mode, skipped)

@@ -131,8 +131,10 @@ def test_shard_like_class_names_and_predefined_split(tmp_path: Path) -> None:
         r["path"] for r in rows if r["path"].startswith("test/")
     }
     assert info.counts["test"] == 5 and info.counts["val"] == 2 and info.counts["train"] == 18
-    with pytest.raises(DatasetError, match="no images"):  # opting out treats train/ and test/ as (empty) classes
-        shard_dataset(src, tmp_path / "out2", ShardConfig(split_mode="random", **CFG))
+    # opting out: train/ and test/ are the classes, each holding every image below it (torchvision's ImageFolder)
+    flat = DatasetInfo.load(shard_dataset(src, tmp_path / "out2", ShardConfig(split_mode="random", **CFG)).version_dir)
+    assert flat.classes == ["test", "train"] and sum(flat.counts.values()) == 25
+    assert {r["path"].split("/")[0] for r in flat.manifest().to_pylist() if r["class_name"] == "test"} == {"test"}
 
 
 @pytest.mark.parametrize(
@@ -164,12 +166,26 @@ def test_bad_fractions_and_shorthand() -> None:
         ShardConfig(val_frac=0.5, test_frac=0.5)
 
 
-def test_stray_files_are_ignored(small_tree: Path, tmp_path: Path) -> None:
+def test_nested_images_keep_their_class_and_strays_are_listed_in_rejected(small_tree: Path, tmp_path: Path) -> None:
     (small_tree / "top.jpg").write_bytes(b"x")
     (small_tree / "cats" / "notes.txt").write_text("hi")
-    write_image(small_tree / "cats" / "nested" / "deep.jpg")
+    (small_tree / "cats" / ".hidden.jpg").write_bytes(b"xyz")
+    write_image(small_tree / "dogs ü" / "patient 7" / "visit 2" / "deep.jpg", seed=77)
+    (small_tree / "cats" / "broken.jpg").write_bytes(b"not a jpeg")
     res = shard_dataset(small_tree, tmp_path / "out", ShardConfig(**CFG))
-    assert res.num_ignored == 3 and sum(res.counts.values()) == 22 and res.num_rejected == 0
+    assert res.num_ignored == 3 and sum(res.counts.values()) == 23 and res.num_rejected == 1
+    rows = {r["path"]: r for r in DatasetInfo.load(res.version_dir).manifest().to_pylist()}
+    deep = rows["dogs ü/patient 7/visit 2/deep.jpg"]
+    assert (deep["class_name"], deep["label"]) == ("dogs ü", 1)
+    table = pq.read_table(res.version_dir / "rejected.parquet").to_pylist()
+    rejected = {r["path"]: (r["class_name"], r["reason"], r["bytes"]) for r in table}
+    assert rejected == {
+        "top.jpg": ("", "outside any class folder", 1),
+        "cats/notes.txt": ("cats", "not an image file (.txt)", 2),
+        "cats/.hidden.jpg": ("cats", "hidden file", 3),
+        "cats/broken.jpg": ("cats", "not an image (unidentified format)", 10),
+    }
+    assert DatasetInfo.load(res.version_dir).raw["num_ignored"] == 3
 
 
 def test_parallel_encoding_matches_serial(tmp_path: Path) -> None:
