@@ -96,7 +96,7 @@ def resolve_filesystem(location: str | os.PathLike[str]) -> tuple[pafs.FileSyste
     try:
         fs, path = pafs.FileSystem.from_uri(loc)
     except (ValueError, OSError) as exc:
-        raise ValueError(f"cannot resolve storage location {loc!r}: {exc}") from exc
+        raise ValueError(f"cannot resolve storage location {redact(loc)!r}: {exc}") from None
     return fs, path.rstrip("/") or path
 
 

@@ -22,11 +22,11 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from senet_dist.storage import basename, is_uri, join
+from senet_dist.storage import basename, check_bucket, is_uri, join
 
 from .config import ShardConfig
 from .fingerprint import compute_fingerprint, hash_files, save_hash_cache
-from .groups import Executor, GroupResult, ShardSink, WorkGroup, cut_groups, run_groups
+from .groups import EXECUTORS, Executor, GroupResult, ShardSink, WorkGroup, cut_groups, run_groups
 from .images import Encoded, Rejected, process_image
 from .manifest import (
     MANIFEST_SCHEMA,
@@ -223,8 +223,12 @@ def shard_dataset(
     """Write a new dataset version under ``out`` (a path or URI) unless LATEST already holds this exact content +
     config. ``executor``: "processes" (this machine) or "ray" (one task per shard group; see ``groups``)."""
     cfg = cfg or ShardConfig()
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     out = normalise(out)
     local = not is_uri(out)
+    if not local:
+        check_bucket(out)  # a missing bucket, refused key or dead endpoint: one line, before hashing anything
     cache = Path(out) / HASH_CACHE_NAME if local and cfg.hash_cache and Path(out).is_dir() else None
     tree, digests, fp = _prepare(src, cfg, cache)
     current = latest_version(out)
