@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -79,7 +79,7 @@ def normalise(location: str | os.PathLike) -> str:
     if is_local(loc):
         return str(Path(loc.removeprefix("file://")).expanduser().resolve())
     u = urlsplit(loc)
-    return loc if u.path in ("", "/") else loc.replace(u.path, u.path.rstrip("/"), 1)
+    return urlunsplit((u.scheme, u.netloc, u.path.rstrip("/"), u.query, u.fragment))
 
 
 def write_latest(out: str | os.PathLike, version: str) -> None:
