@@ -212,7 +212,7 @@ def test_next_run_removes_the_build_a_killed_run_left(small_tree: Path, tmp_path
     import subprocess
     import sys
 
-    from senet_dist.data.shard import BUILD_PREFIX, _host
+    from senet_dist.data.publish import BUILD_PREFIX, host
 
     out = tmp_path / "out"
     # A real shard run, SIGKILLed while its build dir exists (it blocks just before publishing).
@@ -232,7 +232,7 @@ def test_next_run_removes_the_build_a_killed_run_left(small_tree: Path, tmp_path
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     (stale,) = out.glob(f"{BUILD_PREFIX}*")
-    live = out / f"{BUILD_PREFIX}{_host()}-{os.getpid()}-live"  # a concurrent run in a live process
+    live = out / f"{BUILD_PREFIX}{host()}-{os.getpid()}-live"  # a concurrent run in a live process
     foreign = out / f"{BUILD_PREFIX}otherhost-{proc.pid}-x"  # another host on a shared filesystem
     live.mkdir()
     foreign.mkdir()
