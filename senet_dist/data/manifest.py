@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from senet_dist.storage import (
+    basename,
     check_bucket,
     is_local,
     is_uri,
@@ -198,10 +199,7 @@ class DatasetInfo:
 
     def shard_entries(self, split: str) -> list[tuple[str, int]]:
         """(location, samples the manifest expects) of each shard of ``split``, in order."""
-        return [
-            (loc, self.shard_counts.get(n, 0))
-            for loc, n in zip(self.shards[split], self.raw["shards"].get(split, []), strict=True)
-        ]
+        return [(loc, self.shard_counts.get(basename(loc), 0)) for loc in self.shards[split]]
 
     def _table(self, name: str) -> pa.Table:
         loc = join(self.version_dir, name)
