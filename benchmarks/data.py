@@ -88,7 +88,7 @@ def shard_rate(src: Path, out: Path, resize: int | None) -> tuple[float, Path]:
             resize_shorter=resize, fractions=(0.98, 0.01, 0.01), progress=False, max_count=200, num_procs=os.cpu_count()
         ),
     )
-    return sum(res.counts.values()) / (time.perf_counter() - start), res.version_dir
+    return sum(res.counts.values()) / (time.perf_counter() - start), Path(res.version_dir)
 
 
 def main() -> None:

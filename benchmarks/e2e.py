@@ -56,7 +56,7 @@ def make_data(args: argparse.Namespace, tmp: Path) -> Path:
         progress=False,
         max_count=max(8, args.images // (4 * max(1, args.loader_workers))),
     )
-    return shard_dataset(tmp / "photos", tmp / "shards", cfg).version_dir
+    return Path(shard_dataset(tmp / "photos", tmp / "shards", cfg).version_dir)
 
 
 def _sync(device: torch.device) -> None:

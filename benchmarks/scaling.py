@@ -45,7 +45,7 @@ def default_data(workdir: Path) -> Path:
     except DatasetError:
         src = fetch_dataset("lfw-subset", workdir / "lfw-subset")
         cfg = ShardConfig(resize_shorter=None, image_format="png", max_count=20, progress=False)
-    return shard_dataset(src, workdir / "shards", cfg).version_dir
+    return Path(shard_dataset(src, workdir / "shards", cfg).version_dir)
 
 
 def run_one(n: int, version_dir: Path, args: argparse.Namespace, storage: Path) -> dict:

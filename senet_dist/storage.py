@@ -14,7 +14,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
+from senet_dist.storage_errors import StorageError, classify_error, redact, storage_errors
+
 __all__ = [
+    "StorageError",
+    "basename",
+    "check_bucket",
+    "classify_error",
+    "redact",
+    "storage_errors",
+    "upload_file",
     "copy_tree",
     "download_dir",
     "is_local",
@@ -85,7 +94,7 @@ def resolve_filesystem(location: str | os.PathLike[str]) -> tuple[pafs.FileSyste
     try:
         fs, path = pafs.FileSystem.from_uri(loc)
     except (ValueError, OSError) as exc:
-        raise ValueError(f"cannot resolve storage location {loc!r}: {exc}") from exc
+        raise ValueError(f"cannot resolve storage location {redact(loc)!r}: {exc}") from None
     return fs, path.rstrip("/") or path
 
 
@@ -188,3 +197,34 @@ def read_bytes(location: str | os.PathLike[str]) -> bytes:
     fs, path = resolve_filesystem(location)
     with fs.open_input_stream(path) as inp:
         return inp.read()
+
+
+def upload_file(local: str | os.PathLike[str], location: str | os.PathLike[str]) -> None:
+    """Stream one local file (a finished shard) to ``location`` without reading it into memory."""
+    dst_fs, dst_path = resolve_filesystem(location)
+    parent = dst_path.rsplit("/", 1)[0]
+    if not isinstance(dst_fs, pafs.S3FileSystem) and parent:
+        dst_fs.create_dir(parent, recursive=True)
+    pafs.copy_files(
+        os.path.abspath(local), dst_path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=dst_fs
+    )
+
+
+def basename(location: str | os.PathLike[str]) -> str:
+    """The last path segment of a path or URI (a URI's query string is not part of it)."""
+    loc = str(location)
+    path = urlsplit(loc).path if is_uri(loc) else loc
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def check_bucket(location: str | os.PathLike[str]) -> None:
+    """Raise :class:`StorageError` when an ``s3://`` location's bucket does not exist or cannot be reached (a
+    missing key under a missing bucket otherwise looks like a plain "not found")."""
+    loc = str(location)
+    if not is_uri(loc) or urlsplit(loc).scheme != "s3":
+        return
+    with storage_errors(loc):
+        fs, path = resolve_filesystem(loc)
+        bucket = path.split("/", 1)[0]
+        if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            raise StorageError(f"bucket does not exist: {redact(loc)}", kind="no_bucket")

@@ -80,7 +80,7 @@ def shard(src: Path, out: Path, **overrides: Any) -> Path:
     """Shard ``src`` into ``out`` with tiny-test settings (``TINY_SHARD`` | ``overrides``); returns the version dir."""
     from senet_dist.data import ShardConfig, shard_dataset
 
-    return shard_dataset(src, out, ShardConfig(**(TINY_SHARD | overrides))).version_dir
+    return Path(shard_dataset(src, out, ShardConfig(**(TINY_SHARD | overrides))).version_dir)
 
 
 # ---- synthetic images (real files written with PIL) ------------------------------------------------

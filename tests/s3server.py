@@ -60,10 +60,11 @@ def _moto_server_cmd() -> list[str]:
     raise AssertionError("unreachable")
 
 
-def start_server(log: Path) -> tuple[S3Server, subprocess.Popen[bytes]]:
-    """``moto_server`` on a free 127.0.0.1 port, healthy (its log goes to ``log``)."""
+def start_server(log: Path, extra_env: dict[str, str] | None = None) -> tuple[S3Server, subprocess.Popen[bytes]]:
+    """``moto_server`` on a free 127.0.0.1 port, healthy (its log goes to ``log``). ``extra_env`` e.g.
+    ``{"INITIAL_NO_AUTH_ACTION_COUNT": "0"}``: moto then checks every request's credentials, as AWS does."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | (extra_env or {})
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
             [*_moto_server_cmd(), "-H", "127.0.0.1", "-p", str(port)], stdout=fh, stderr=subprocess.STDOUT, env=env

@@ -125,3 +125,18 @@ def test_run_with_a_recipe_validates_it_before_prefect_or_ray(tmp_path):
     assert bad_recipe.exit_code == 2 and "a recipe sets only" in bad_recipe.output
     for result in (no_data, bad_set, bad_recipe):
         assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_shard_and_train_take_object_storage_uris(tmp_path, s3_bucket):
+    from senet_dist.data import DatasetInfo
+
+    src = tmp_path / "lfw"
+    assert runner.invoke(app, ["datasets", "fetch", "lfw-subset", str(src), "--limit-per-class", "10"]).exit_code == 0
+    out = f"s3://{s3_bucket}/shards"
+    first = runner.invoke(app, ["shard", str(src), out, "--max-count", "5", "--no-progress"])
+    assert first.exit_code == 0 and "new version" in first.output, first.output
+    assert sum(DatasetInfo.load(out).counts.values()) == 20
+    for data, needle in ((f"s3://{s3_bucket}/nothing", "no LATEST"), (f"s3://{s3_bucket}-gone/x", "bucket does not")):
+        bad = runner.invoke(app, ["train", "--model", "se_resnet_tiny", "--data", data])
+        assert bad.exit_code == 2 and needle in bad.output and "Traceback" not in bad.output, bad.output
+        assert len(bad.output.strip().splitlines()) == 1

@@ -106,3 +106,33 @@ def test_interrupted_run_is_resumed_only_when_its_flow_run_is_over(tmp_path):
     assert (
         run_id_for(store, "se_resnet_tiny", "fp1", other, "99999999-0000", finished=over) == "se_resnet_tiny-99999999"
     )
+
+
+def test_uri_shards_root_and_uri_data(s3_bucket, lfw_source_factory, tmp_path, monkeypatch):
+    """A URI shards root works for the data-change check and sharding (no local hash cache there); a built-in
+    dataset is then materialised in the local cache; ``data`` may be an ImageFolder URI (checked through pyarrow)."""
+    from senet_dist.pipeline.config import locate
+    from senet_dist.pipeline.steps import data_changed, prepare_dataset
+    from senet_dist.storage import list_files, upload_dir
+
+    monkeypatch.setenv("SENET_CACHE", str(tmp_path / "cache"))
+    shards = f"s3://{s3_bucket}/shards"
+    tiny = {"max_count": 8, "progress": False, "num_procs": 1, "resize_shorter": None, "image_format": "png"}
+    cfg = PipelineConfig(
+        data=str(lfw_source_factory(6)), shards=shards, artifacts=str(tmp_path / "artifacts"), shard=tiny
+    )
+    changed, fingerprint = data_changed(cfg)
+    assert changed
+    store = ArtifactStore(cfg.artifacts_abs)
+    result = prepare_dataset(cfg, store)
+    assert result.version_dir.startswith(f"{shards}/v0001-") and result.fingerprint == fingerprint
+    assert data_changed(cfg) == (False, fingerprint)
+    assert store.read("datasets").to_pylist()[0]["uri"] == result.version_dir
+    assert ".hash-cache.json" not in list_files(shards)
+    _, builtin = locate("lfw-subset:3", shards)
+    assert str(builtin).startswith(str(tmp_path / "cache" / "sources"))
+
+    upload_dir(lfw_source_factory(6), f"s3://{s3_bucket}/photos")
+    assert PipelineConfig(data=f"s3://{s3_bucket}/photos").validate().registry_dataset == "photos"
+    with pytest.raises(FileNotFoundError, match="neither an ImageFolder"):
+        PipelineConfig(data=f"s3://{s3_bucket}/nope").validate()

@@ -11,6 +11,7 @@ import typer
 
 from senet_dist.cli.common import _fail, console
 from senet_dist.data.config import ShardConfig
+from senet_dist.errors import PermanentError
 
 _SHARD = ShardConfig()  # the defaults `senet-dist shard` shows and uses
 
@@ -51,9 +52,14 @@ def datasets_fetch(
 
 def shard(
     src: Annotated[
-        Path, typer.Argument(help="ImageFolder root (one folder per class; or train/ + test/ of class folders)")
+        str,
+        typer.Argument(
+            help="ImageFolder root, a path or URI (one folder per class; or train/ + test/ of class folders)"
+        ),
     ],
-    out: Annotated[Path, typer.Argument(help="Shards root; each dataset version gets its own directory")],
+    out: Annotated[
+        str, typer.Argument(help="Shards root, a path or URI (s3://bucket/shards); each version gets its own directory")
+    ],
     val: Annotated[float, typer.Option(help="Validation fraction")] = _SHARD.fractions[1],
     test: Annotated[float, typer.Option(help="Test fraction")] = _SHARD.fractions[2],
     seed: Annotated[int, typer.Option(help="Split seed")] = _SHARD.seed,
@@ -96,7 +102,7 @@ def shard(
             }
         )
         result = shard_dataset(src, out, cfg)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, PermanentError) as exc:  # PermanentError: e.g. a bad storage location
         _fail(exc)
     state = "[green]new version[/]" if result.changed else "[yellow]unchanged[/]"
     console.print(

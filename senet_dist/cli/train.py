@@ -64,19 +64,19 @@ def _print_summary(names: list[str], image_size: int | None, num_classes: int, k
 
 def train(
     model: Annotated[str, typer.Option(help="Registered model name (see `senet-dist models`)")],
-    data: Annotated[Path, typer.Option(help="Shards root or dataset version directory")],
+    data: Annotated[str, typer.Option(help="Shards root or dataset version: a directory or URI (s3://bucket/shards)")],
     config: Annotated[Path | None, typer.Option(help="YAML/JSON TrainConfig file")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. --set epochs=5 --set lr=0.1")] = None,
     storage: Annotated[str, typer.Option(help="Ray Train storage path (local dir or s3:// URI)")] = "runs",
     name: Annotated[str | None, typer.Option(help="Run name; reusing one resumes it")] = None,
 ) -> None:
     """Train one model with Ray Train DDP and print per-epoch metrics."""
-    from senet_dist.errors import TrainingError
+    from senet_dist.errors import PermanentError, TrainingError
     from senet_dist.train.commands import train_command
 
     try:
         train_command(model, data, config=config, sets=set_ or [], storage_path=storage, run_name=name, console=console)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, PermanentError) as exc:  # PermanentError: e.g. a bad storage location
         _fail(exc)
     except TrainingError as exc:
         console.print(f"[red]training failed:[/] {exc}")

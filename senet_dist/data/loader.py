@@ -198,7 +198,7 @@ def make_loader(
         raise ValueError(f"rank {rank} out of range for world_size {world_size}")
     train = (split == "train") if train is None else train
     info = DatasetInfo.load(version_dir)
-    shards = [(str(p), info.shard_counts.get(p.name, 0)) for p in info.shards[split]]
+    shards = info.shard_entries(split)
     if train and info.counts[split] == 0:
         raise DatasetError(f"split {split!r} of {info.version_dir} is empty; cannot train on it")
     workers = max(1, cfg.num_workers)

@@ -1,7 +1,8 @@
 """ImageFolder tree -> versioned WebDataset shards + Parquet manifest (see docs/architecture.md for the layout).
 
-Flow: scan (no decoding) -> split -> content hashes -> fingerprint -> no-op if LATEST already has it -> encode in a
-process pool -> write shards/tables into a temp dir inside OUT -> rename to ``vNNNN-<fp12>`` -> update LATEST.
+Flow: scan (no decoding) -> split -> content hashes -> fingerprint -> no-op if LATEST already has it -> cut each
+split into shard groups -> encode + write each group (a process pool, or one Ray task per group) -> publish (see
+``publish``: a local OUT gets a build dir + atomic rename, a URI OUT uploads shards, then tables, then LATEST).
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import multiprocessing
 import os
 import random
 import shutil
-import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -23,20 +23,30 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from senet_dist.storage import is_local
+from senet_dist.storage import basename, check_bucket, is_local, is_uri, join
 
 from .config import ShardConfig
 from .fingerprint import compute_fingerprint, hash_files, save_hash_cache
+from .groups import EXECUTORS, Executor, GroupResult, ShardSink, WorkGroup, cut_groups, run_groups
 from .images import Encoded, Rejected, process_image
 from .manifest import (
     MANIFEST_SCHEMA,
     REJECTED_SCHEMA,
     DatasetInfo,
     latest_version,
-    list_versions,
+    normalise,
     write_json,
     write_latest,
     write_table,
+)
+from .publish import (
+    BUILD_PREFIX,
+    build_dir_prefix,
+    finish_shards,
+    next_local_version,
+    next_remote_version,
+    publish_tables,
+    sweep_stale_builds,
 )
 from .source import SPLITS, DatasetError, SourceFile, SourceTree, scan_source
 from .split import assign_splits
@@ -44,12 +54,12 @@ from .writer import RotatingShardWriter
 
 log = logging.getLogger(__name__)
 HASH_CACHE_NAME = ".hash-cache.json"
-BUILD_PREFIX = ".tmp-build-"
+__all__ = ["BUILD_PREFIX", "HASH_CACHE_NAME", "ShardResult", "shard_dataset", "sweep_stale_builds", "write_group"]
 
 
 @dataclass
 class ShardResult:
-    version_dir: Path
+    version_dir: str  # a plain absolute path for a local OUT, else a URI
     fingerprint: str
     changed: bool
     counts: dict[str, int]
@@ -60,7 +70,7 @@ class ShardResult:
     @property
     def message(self) -> str:
         state = "new version" if self.changed else "unchanged"
-        return f"{state}: {self.version_dir.name} counts={self.counts} rejected={self.num_rejected}"
+        return f"{state}: {basename(self.version_dir)} counts={self.counts} rejected={self.num_rejected}"
 
 
 def _prepare(
@@ -113,52 +123,67 @@ def _progress(enabled: bool, total: int):
     return Progress(transient=True)
 
 
-def _write_version(tree: SourceTree, digests: dict[str, str], fp: str, cfg: ShardConfig, build: Path) -> dict[str, Any]:
+def write_group(
+    tree: SourceTree,
+    group: WorkGroup,
+    cfg: ShardConfig,
+    sink: ShardSink,
+    encoded: Iterable[Encoded | Rejected] | None = None,
+) -> GroupResult:
+    """Encode (unless ``encoded`` already holds this group's results, in order) and write one shard group."""
+    writer = RotatingShardWriter(sink.directory, group.split, cfg.max_count, cfg.max_bytes, group=group.index)
+    out = GroupResult(group.split, group.index)
+    results = _encoded(tree, group.work, cfg) if encoded is None else encoded
+    for (split, f), res in zip(group.work, results, strict=True):
+        if isinstance(res, Rejected):
+            out.rejected.append(
+                {
+                    "path": f.rel,
+                    "class_name": f.class_name,
+                    "reason": res.reason,
+                    "bytes": res.src_bytes,
+                    "sha256": res.sha256,
+                }
+            )
+        else:
+            key = _key(f.rel)
+            shard = writer.write(key, res.ext, res.data, f.label)
+            out.rows.append(
+                {
+                    "key": key,
+                    "path": f.rel,
+                    "class_name": f.class_name,
+                    "label": f.label,
+                    "split": split,
+                    "shard": shard,
+                    "bytes": res.src_bytes,
+                    "sha256": res.sha256,
+                    "width": res.width,
+                    "height": res.height,
+                    "stored_bytes": len(res.data),
+                    "stored_width": res.stored_width,
+                    "stored_height": res.stored_height,
+                }
+            )
+    writer.close()
+    finish_shards(sink, writer.names)
+    out.shards, out.shard_counts = list(writer.names), dict(writer.counts)
+    return out
+
+
+def _write_version(tree: SourceTree, fp: str, cfg: ShardConfig, sink: ShardSink, executor: Executor) -> dict[str, Any]:
+    """Write every shard group through ``sink`` and the two tables into ``sink.directory``; returns dataset.json."""
     assigned = assign_splits(tree.files, cfg.split_config(), tree.mode)
     work = _ordered_work(tree, assigned, cfg.seed)
-    writers = {s: RotatingShardWriter(build, s, cfg.max_count, cfg.max_bytes) for s in SPLITS}
-    rows: list[dict[str, Any]] = []
-    rejected: list[dict[str, Any]] = []
     with _progress(cfg.progress, len(work)) as bar:
         task = bar.add_task("encoding images", total=len(work)) if bar else None
-        for (split, f), res in zip(work, _encoded(tree, work, cfg), strict=True):
-            if isinstance(res, Rejected):
-                rejected.append(
-                    {
-                        "path": f.rel,
-                        "class_name": f.class_name,
-                        "reason": res.reason,
-                        "bytes": res.src_bytes,
-                        "sha256": res.sha256,
-                    }
-                )
-            else:
-                key = _key(f.rel)
-                shard = writers[split].write(key, res.ext, res.data, f.label)
-                rows.append(
-                    {
-                        "key": key,
-                        "path": f.rel,
-                        "class_name": f.class_name,
-                        "label": f.label,
-                        "split": split,
-                        "shard": shard,
-                        "bytes": res.src_bytes,
-                        "sha256": res.sha256,
-                        "width": res.width,
-                        "height": res.height,
-                        "stored_bytes": len(res.data),
-                        "stored_width": res.stored_width,
-                        "stored_height": res.stored_height,
-                    }
-                )
-            if bar:
-                bar.advance(task)
-    for w in writers.values():
-        w.close()
+        tick = (lambda n: bar.advance(task, n)) if bar else None
+        results = run_groups(tree, cut_groups(work, cfg.max_count), cfg, sink, executor, tick)
+    rows = [r for g in results for r in g.rows]
+    rejected = [r for g in results for r in g.rejected]
     if len({r["key"] for r in rows}) != len(rows):
         raise DatasetError("internal error: duplicate sample keys")
-    counts = {s: writers[s].total for s in SPLITS}
+    counts = {s: sum(g.count for g in results if g.split == s) for s in SPLITS}
     if counts["train"] == 0:
         raise DatasetError(f"no usable training images in {tree.shown}: all {len(rejected)} candidates were rejected")
     if rejected:
@@ -168,12 +193,12 @@ def _write_version(tree: SourceTree, digests: dict[str, str], fp: str, cfg: Shar
             rejected[0]["path"],
             rejected[0]["reason"],
         )
-    write_table(rows, MANIFEST_SCHEMA, build / "manifest.parquet")
+    write_table(rows, MANIFEST_SCHEMA, sink.directory / "manifest.parquet")
     skipped = [
         {"path": s.rel, "class_name": s.class_name, "reason": s.reason, "bytes": s.size, "sha256": ""}
         for s in tree.skipped
     ]
-    write_table(rejected + skipped, REJECTED_SCHEMA, build / "rejected.parquet")
+    write_table(rejected + skipped, REJECTED_SCHEMA, sink.directory / "rejected.parquet")
     class_counts = {s: {c: 0 for c in tree.classes} for s in SPLITS}
     for r in rows:
         class_counts[r["split"]][r["class_name"]] += 1
@@ -182,8 +207,8 @@ def _write_version(tree: SourceTree, digests: dict[str, str], fp: str, cfg: Shar
         "classes": tree.classes,
         "counts": counts,
         "class_counts": class_counts,
-        "shards": {s: writers[s].names for s in SPLITS},
-        "shard_counts": {n: c for w in writers.values() for n, c in w.counts.items()},
+        "shards": {s: [n for g in results if g.split == s for n in g.shards] for s in SPLITS},
+        "shard_counts": {n: c for g in results for n, c in g.shard_counts.items()},
         "num_rejected": len(rejected),
         "num_ignored": len(tree.skipped),
         "source": tree.shown,
@@ -194,33 +219,49 @@ def _write_version(tree: SourceTree, digests: dict[str, str], fp: str, cfg: Shar
     }
 
 
-def shard_dataset(src: str | os.PathLike, out: str | os.PathLike, cfg: ShardConfig | None = None) -> ShardResult:
-    """Write a new dataset version under ``out`` unless LATEST already holds this exact content + config."""
+def shard_dataset(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    cfg: ShardConfig | None = None,
+    *,
+    executor: Executor = "processes",
+) -> ShardResult:
+    """Write a new dataset version under ``out`` (a path or URI) unless LATEST already holds this exact content +
+    config. ``executor``: "processes" (this machine) or "ray" (one task per shard group; see ``groups``)."""
     cfg = cfg or ShardConfig()
-    out = Path(out).expanduser().resolve()
-    tree, digests, fp = _prepare(src, cfg, out / HASH_CACHE_NAME if cfg.hash_cache and out.is_dir() else None)
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    out = normalise(out)
+    local = not is_uri(out)
+    if not local:
+        check_bucket(out)  # a missing bucket, refused key or dead endpoint: one line, before hashing anything
+    cache = Path(out) / HASH_CACHE_NAME if local and cfg.hash_cache and Path(out).is_dir() else None
+    tree, digests, fp = _prepare(src, cfg, cache)
     current = latest_version(out)
     if current is not None:
         info = DatasetInfo.load(current)
         if info.fingerprint == fp:
-            log.info("unchanged: %s already holds fingerprint %s", current.name, fp[:12])
-            return ShardResult(
-                current,
-                fp,
-                False,
-                info.counts,
-                info.num_rejected,
-                len(tree.skipped),
-                {s: [p.name for p in ps] for s, ps in info.shards.items()},
-            )
+            log.info("unchanged: %s already holds fingerprint %s", basename(current), fp[:12])
+            shards = {s: [basename(p) for p in ps] for s, ps in info.shards.items()}
+            return ShardResult(current, fp, False, info.counts, info.num_rejected, len(tree.skipped), shards)
+    if local:
+        version, meta = _publish_local(tree, fp, cfg, Path(out), executor)
+        if cfg.hash_cache and not (Path(out) / HASH_CACHE_NAME).exists():
+            save_hash_cache(tree, digests, Path(out) / HASH_CACHE_NAME)
+    else:
+        version, meta = _publish_remote(tree, fp, cfg, out, executor)
+    vloc = join(out, version)
+    return ShardResult(vloc, fp, True, meta["counts"], meta["num_rejected"], len(tree.skipped), meta["shards"])
+
+
+def _publish_local(tree: SourceTree, fp: str, cfg: ShardConfig, out: Path, executor: Executor) -> tuple[str, dict]:
+    """Build dir inside OUT -> atomic rename to the version name -> LATEST."""
     out.mkdir(parents=True, exist_ok=True)
     sweep_stale_builds(out)
-    build = Path(tempfile.mkdtemp(dir=out, prefix=f"{BUILD_PREFIX}{_host()}-{os.getpid()}-"))
+    build = Path(tempfile.mkdtemp(dir=out, prefix=build_dir_prefix()))
     try:
-        meta = _write_version(tree, digests, fp, cfg, build)
-        existing = list_versions(out)
-        number = 1 + max((int(p.name[1:].split("-")[0]) for p in existing), default=0)
-        version = f"v{number:04d}-{fp[:12]}"
+        meta = _write_version(tree, fp, cfg, ShardSink(build), executor)
+        version = next_local_version(out, fp)
         meta["version"] = version
         write_json(meta, build / "dataset.json")
         os.rename(build, out / version)  # atomic publish: fails rather than overwrite an existing version
@@ -228,36 +269,18 @@ def shard_dataset(src: str | os.PathLike, out: str | os.PathLike, cfg: ShardConf
         shutil.rmtree(build, ignore_errors=True)
         raise
     write_latest(out, version)
-    if cfg.hash_cache and not (out / HASH_CACHE_NAME).exists():
-        save_hash_cache(tree, digests, out / HASH_CACHE_NAME)
-    return ShardResult(out / version, fp, True, meta["counts"], meta["num_rejected"], len(tree.skipped), meta["shards"])
+    return version, meta
 
 
-def _host() -> str:
-    return "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
-
-
-def sweep_stale_builds(out: Path) -> list[Path]:
-    """Remove temp build dirs of killed shard runs: only those this host's dead processes left behind.
-
-    A build dir is named ``.tmp-build-<host>-<pid>-<random>``; one from another host (a shared filesystem) or from a
-    live process (a concurrent shard run) is kept, and so is any name this code did not write."""
-    removed = []
-    for d in out.glob(f"{BUILD_PREFIX}*"):
-        parts = d.name[len(BUILD_PREFIX) :].rsplit("-", 2)
-        if len(parts) != 3 or parts[0] != _host() or not parts[1].isdigit() or _alive(int(parts[1])):
-            continue
-        shutil.rmtree(d, ignore_errors=True)
-        log.info("removed %s, left by a shard run that no longer exists", d.name)
-        removed.append(d)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+def _publish_remote(tree: SourceTree, fp: str, cfg: ShardConfig, out: str, executor: Executor) -> tuple[str, dict]:
+    """Shards uploaded group by group from a local temp dir, then the tables, dataset.json, and LATEST last."""
+    version = next_remote_version(out, fp)
+    vloc = join(out, version)
+    with tempfile.TemporaryDirectory(prefix="senet-shard-") as tmp:
+        build = Path(tmp)
+        meta = _write_version(tree, fp, cfg, ShardSink(build, upload_to=vloc), executor)
+        meta["version"] = version
+        write_json(meta, build / "dataset.json")
+        publish_tables(build, vloc)
+    write_latest(out, version)
+    return version, meta

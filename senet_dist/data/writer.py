@@ -10,10 +10,15 @@ _TAR_OVERHEAD = 3 * 512  # two tar headers + padding per sample, roughly
 
 
 class RotatingShardWriter:
-    """Writes ``{split}-{n:06d}.tar`` files lazily, so an empty split produces no shard and a non-empty one >= 1."""
+    """Writes one shard group's tars lazily, so a group whose candidates were all rejected produces no shard.
 
-    def __init__(self, directory: Path, split: str, max_count: int, max_bytes: int) -> None:
-        self.directory, self.split = directory, split
+    The first shard of group ``g`` is ``{split}-{g:06d}.tar`` (a group holds at most ``max_count`` candidates, so in
+    the common case that is its only shard); when ``max_bytes`` rotates inside the group the k-th extra one is
+    ``{split}-{g:06d}-{k:02d}.tar``. Names depend only on the group, so groups can be written anywhere, in any order.
+    """
+
+    def __init__(self, directory: Path, split: str, max_count: int, max_bytes: int, group: int = 0) -> None:
+        self.directory, self.split, self.group = directory, split, group
         self.max_count, self.max_bytes = max_count, max_bytes
         self.names: list[str] = []
         self.counts: dict[str, int] = {}
@@ -23,7 +28,8 @@ class RotatingShardWriter:
 
     def _rotate(self) -> None:
         self.close()
-        name = f"{self.split}-{len(self.names):06d}.tar"
+        k = len(self.names)
+        name = f"{self.split}-{self.group:06d}.tar" if k == 0 else f"{self.split}-{self.group:06d}-{k:02d}.tar"
         self.names.append(name)
         self.counts[name] = 0
         # encoder=False: we hand over bytes. mtime is a fixed *int*: identical inputs give identical tars, and a float

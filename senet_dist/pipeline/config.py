@@ -6,16 +6,18 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pyarrow.fs as pafs
 from pydantic import Field, field_validator
 
 from senet_dist.data import ShardConfig, fetch_dataset, list_datasets
 from senet_dist.schema import Section
-from senet_dist.storage import is_uri
+from senet_dist.storage import basename, is_local, is_uri, resolve_filesystem, storage_errors
 from senet_dist.train.config import TrainConfig
 from senet_dist.train.session import RESOURCE_WAIT_S
 
 DEFAULT_VARIANTS = ("se_resnet_tiny", "se_resnet_cifar")
 ARTIFACTS_ENV = "SENET_ARTIFACTS"
+CACHE_ENV = "SENET_CACHE"
 
 
 def default_artifacts() -> str:
@@ -28,9 +30,9 @@ class PipelineConfig(Section):
     """One pipeline run: the ``train-senet`` flow's parameters, the CLI's ``run`` options, and their defaults."""
 
     TITLE: ClassVar[str] = "pipeline config"
-    data: str = "lfw-subset"  # an ImageFolder path, or a built-in dataset: NAME or NAME:IMAGES_PER_CLASS
+    data: str = "lfw-subset"  # an ImageFolder path or URI, or a built-in dataset: NAME or NAME:IMAGES_PER_CLASS
     variants: list[str] = Field(default_factory=lambda: list(DEFAULT_VARIANTS))
-    shards: str = "data/shards"  # shards root; each dataset version gets its own directory
+    shards: str = "data/shards"  # shards root (local dir or URI); each dataset version gets its own directory
     artifacts: str = Field(default_factory=default_artifacts)  # local dir or object-storage URI
     train: TrainConfig = Field(default_factory=TrainConfig)  # shared by every variant (``model`` is set per variant)
     model_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)  # variant -> constructor kwargs
@@ -62,7 +64,9 @@ class PipelineConfig(Section):
         if self.dataset_name:
             return self.dataset_name
         builtin = _builtin(self.data)
-        return builtin[0] if builtin is not None else Path(self.data).expanduser().resolve().name
+        if builtin is not None:
+            return builtin[0]
+        return basename(self.data) if is_uri(self.data) else Path(self.data).expanduser().resolve().name
 
     @property
     def artifacts_abs(self) -> str:
@@ -77,7 +81,7 @@ class PipelineConfig(Section):
             self.train_config(name).validate()  # unknown model names included
         for name in self.model_kwargs:  # entries for variants not trained this run are fine; typos are not
             check_model_name(name)
-        if _builtin(self.data) is None and not Path(self.data).expanduser().is_dir():
+        if _builtin(self.data) is None and not _is_dir(self.data):
             builtins = ", ".join(list_datasets())
             raise FileNotFoundError(
                 f"data {self.data!r} is neither an ImageFolder directory nor a built-in dataset ({builtins})"
@@ -85,14 +89,33 @@ class PipelineConfig(Section):
         return self
 
 
-def resolve_source(data: str, cache_dir: Path) -> Path:
-    """An ImageFolder path as given, or a built-in offline dataset (``name`` or ``name:N`` for N images per class)
-    materialised once under ``cache_dir``."""
+def _is_dir(location: str) -> bool:
+    """A local directory, or a URI prefix holding objects (a missing bucket or refused key: StorageError)."""
+    if not is_uri(location):
+        return Path(location).expanduser().is_dir()
+    with storage_errors(location):
+        fs, path = resolve_filesystem(location)
+        return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
+def source_cache() -> Path:
+    """Where built-in datasets are materialised when the shards root is a URI (no local parent to put them in):
+    ``$SENET_CACHE/sources``, else ~/.cache/senet-dist/sources."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "senet-dist").expanduser() / "sources"
+
+
+def resolve_source(data: str, cache_dir: Path) -> Path | str:
+    """An ImageFolder path (absolute) or URI (as given) that exists, or a built-in offline dataset (``name`` or
+    ``name:N`` for N images per class) materialised once under ``cache_dir``."""
     builtin = _builtin(data)
     if builtin is not None:
         name, limit = builtin
         dest = cache_dir / (name if limit is None else f"{name}-{limit}")
         return Path(fetch_dataset(name, dest, limit_per_class=limit))
+    if is_uri(data):
+        if not _is_dir(data):
+            raise FileNotFoundError(f"data location {data.split('?', 1)[0]} does not exist")
+        return data
     path = Path(data).expanduser().resolve()
     if not path.is_dir():
         raise FileNotFoundError(f"data directory {path} does not exist")
@@ -102,14 +125,18 @@ def resolve_source(data: str, cache_dir: Path) -> Path:
 def _builtin(data: str) -> tuple[str, int | None] | None:
     """Parse ``fashion-mnist`` / ``fashion-mnist:500``; None for anything that is not a built-in dataset name."""
     name, _, limit = data.partition(":")
-    if name not in list_datasets() or Path(data).is_dir():
+    if is_uri(data) or name not in list_datasets() or Path(data).is_dir():
         return None
     if limit and not limit.isdigit():
         raise ValueError(f"bad dataset spec {data!r}: expected NAME or NAME:IMAGES_PER_CLASS")
     return name, int(limit) if limit else None
 
 
-def locate(data: str, shards: str) -> tuple[Path, Path]:
-    """(shards root, ImageFolder source): one derivation for check-data and sharding, so their fingerprints agree."""
-    shards_root = Path(shards).expanduser().resolve()
-    return shards_root, resolve_source(data, shards_root.parent / "sources")
+def locate(data: str, shards: str) -> tuple[str, Path | str]:
+    """(shards root, ImageFolder source): one derivation for check-data and sharding, so their fingerprints agree.
+
+    A local shards root keeps built-in sources next to it (``<parent>/sources``); a URI one uses ``source_cache()``."""
+    if not is_local(shards):
+        return shards.rstrip("/"), resolve_source(data, source_cache())
+    shards_root = Path(shards.removeprefix("file://")).expanduser().resolve()
+    return str(shards_root), resolve_source(data, shards_root.parent / "sources")

@@ -21,7 +21,7 @@ from senet_dist.data import DatasetInfo, ShardResult, fingerprint_source, latest
 from senet_dist.data.shard import HASH_CACHE_NAME
 from senet_dist.pipeline.config import PipelineConfig, locate
 from senet_dist.pipeline.runs import config_json
-from senet_dist.storage import join, read_bytes, tree_bytes, upload_dir
+from senet_dist.storage import is_uri, join, read_bytes, tree_bytes, upload_dir
 from senet_dist.train import EpochMetrics, FitResult, RaySession
 from senet_dist.train.checkpoint import CHECKPOINT_FILE, META_FILE
 
@@ -58,9 +58,10 @@ class VariantSummary:
 
 def data_changed(cfg: PipelineConfig) -> tuple[bool, str]:
     """Whether the source's fingerprint differs from the newest dataset version under ``cfg.shards`` (cheap: no
-    encoding)."""
+    encoding). The content-hash cache lives in a local shards root only: a URI root re-hashes the source."""
     shards_root, src = locate(cfg.data, cfg.shards)
-    cache = shards_root / HASH_CACHE_NAME if shards_root.is_dir() else None
+    local_root = None if is_uri(shards_root) else Path(shards_root)
+    cache = local_root / HASH_CACHE_NAME if local_root is not None and local_root.is_dir() else None
     fingerprint = fingerprint_source(src, cfg.shard, cache_path=cache)
     latest = latest_version(shards_root)
     return latest is None or DatasetInfo.load(latest).fingerprint != fingerprint, fingerprint
@@ -81,7 +82,7 @@ def prepare_dataset(cfg: PipelineConfig, store: ArtifactStore) -> ShardResult:
                     info.classes,
                     info.counts,
                     source=str(src),
-                    uri=str(result.version_dir),
+                    uri=result.version_dir,
                     num_rejected=result.num_rejected,
                 )
             ],
@@ -91,7 +92,7 @@ def prepare_dataset(cfg: PipelineConfig, store: ArtifactStore) -> ShardResult:
 
 def train_variant(
     variant: str,
-    version_dir: Path,
+    version_dir: str | Path,
     cfg: PipelineConfig,
     store: ArtifactStore,
     *,

@@ -146,7 +146,7 @@ def _registered(store: ArtifactStore | None, model_id: str | None) -> Any:
 
 
 def _test_metrics(
-    store: ArtifactStore | None, src: ExportSource, version_dir: Path, version: str, split: str
+    store: ArtifactStore | None, src: ExportSource, version_dir: str | Path, version: str, split: str
 ) -> dict[str, Any]:
     """The recorded evaluation of the run on ``version``'s ``split``, else a fresh evaluation of the checkpoint."""
     from senet_dist.release.registry import latest_evaluation, metrics_from_evaluation

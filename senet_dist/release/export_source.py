@@ -79,7 +79,7 @@ def _source(ckpt: Path, uri: str, run_id: str | None) -> ExportSource:
     return ExportSource(checkpoint=ckpt, uri=uri, run_id=run_id or meta.get("run_name"), meta=meta)
 
 
-def version_dir(src: ExportSource, data: str | os.PathLike[str] | None, store: ArtifactStore | None) -> Path:
+def version_dir(src: ExportSource, data: str | os.PathLike[str] | None, store: ArtifactStore | None) -> str:
     """The dataset version directory to verify on: ``data`` when given, else the ``datasets`` table's record of the
     version the checkpoint was trained on."""
     from senet_dist.data import resolve_version
@@ -93,7 +93,7 @@ def version_dir(src: ExportSource, data: str | os.PathLike[str] | None, store: A
     version = src.meta.get("dataset_version")
     row = store.latest("datasets", "version", version) if store is not None and version else None
     if row is not None and row.get("uri") and is_local(row["uri"]) and Path(row["uri"]).is_dir():
-        return Path(row["uri"])
+        return str(row["uri"])
     raise ExportError(
         f"cannot find dataset version {version!r} of {src.uri} to verify the export on its test images; "
         "pass --data SHARDS_ROOT_OR_VERSION_DIR"

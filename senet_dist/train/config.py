@@ -164,15 +164,24 @@ class TrainConfig(Section):
 
     # ---- checks that need more than the values ------------------------------------------------
     def validate(self, version_dir: str | Path | None = None) -> TrainConfig:  # type: ignore[override]
-        """Check the model name against the registry (and that ``version_dir`` exists, when given)."""
+        """Check the model name against the registry (and, when given, that ``version_dir`` resolves to a dataset
+        version: a local path or a URI; a missing LATEST/bucket, refused credentials or an unreachable endpoint are
+        one-line ConfigErrors here, before any worker starts)."""
         from senet_dist.models import UnknownModelError, check_model_name
 
         try:
             check_model_name(self.model)
         except UnknownModelError as exc:
             raise ConfigError(f"model: {exc}") from None
-        if version_dir is not None and not Path(version_dir).is_dir():
-            raise ConfigError(f"dataset directory does not exist: {version_dir}")
+        if version_dir is not None:
+            from senet_dist.data.manifest import resolve_version
+            from senet_dist.data.source import DatasetError
+            from senet_dist.storage import StorageError
+
+            try:
+                resolve_version(version_dir)
+            except (DatasetError, StorageError) as exc:
+                raise ConfigError(str(exc)) from None
         return self
 
 

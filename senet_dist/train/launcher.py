@@ -56,6 +56,7 @@ def fit(
     """
     from ray.train.torch import TorchTrainer
 
+    from senet_dist.data.manifest import resolve_version
     from senet_dist.train.worker import WorkerArgs, train_func_per_worker
 
     cfg = cfg.with_overrides({"model": variant}).validate(version_dir)
@@ -74,7 +75,7 @@ def fit(
         board = _progress_board() if on_progress is not None else None
         args = WorkerArgs(
             train=cfg,
-            version_dir=str(Path(version_dir).resolve()),
+            version_dir=resolve_version(version_dir),  # a path or URI every node reads (not this node's cwd)
             fault=FaultPlan.from_env(),
             progress_board=board,
         )

@@ -11,7 +11,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import ray.train
@@ -67,7 +66,7 @@ class RunState:
 def train_func_per_worker(config: dict[str, Any]) -> None:
     quiet_report_logs()
     args: WorkerArgs = config["args"]
-    cfg, version_dir = args.train, Path(args.version_dir)
+    cfg, version_dir = args.train, args.version_dir
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.seed)  # identical init on every rank (DDP also broadcasts rank 0's weights)

@@ -52,7 +52,7 @@ def test_bad_files_are_quarantined_with_reasons(tmp_path: Path) -> None:
     expected = _write_bad_files(src / "b")
     res = shard_dataset(src, tmp_path / "out", ShardConfig(progress=False, num_procs=1))
     assert res.num_rejected == 5 and sum(res.counts.values()) == 20
-    rejected = {Path(r["path"]).name: r for r in pq.read_table(res.version_dir / "rejected.parquet").to_pylist()}
+    rejected = {Path(r["path"]).name: r for r in pq.read_table(Path(res.version_dir) / "rejected.parquet").to_pylist()}
     assert set(rejected) == set(expected)
     for name, fragment in expected.items():
         assert fragment in rejected[name]["reason"], (name, rejected[name]["reason"])

@@ -80,7 +80,7 @@ def test_training_reshuffles_per_epoch_and_is_seeded(tmp_path: Path) -> None:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_truncated_shard_error_names_it(tmp_path: Path, workers: int) -> None:
     vdir = _version(tmp_path, 16, 6)
-    shard = DatasetInfo.load(vdir).shards["val"][1]
+    shard = Path(DatasetInfo.load(vdir).shards["val"][1])
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 2])
     with pytest.raises(ShardReadError, match=shard.name):
@@ -89,7 +89,7 @@ def test_truncated_shard_error_names_it(tmp_path: Path, workers: int) -> None:
 
 def test_shard_cut_at_member_boundary_is_detected(tmp_path: Path) -> None:
     vdir = _version(tmp_path, 16, 6)
-    shard = DatasetInfo.load(vdir).shards["val"][0]
+    shard = Path(DatasetInfo.load(vdir).shards["val"][0])
     import tarfile
 
     with tarfile.open(shard) as tf:

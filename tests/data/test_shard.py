@@ -18,12 +18,13 @@ CFG = dict(progress=False, num_procs=1)
 def test_layout_manifest_and_dataset_json(small_tree: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     res = shard_dataset(small_tree, out, ShardConfig(max_count=5, resize_shorter=20, **CFG))
-    assert res.changed and res.version_dir.name == f"v0001-{res.fingerprint[:12]}"
-    assert (out / "LATEST").read_text().strip() == res.version_dir.name
+    vdir = Path(res.version_dir)
+    assert res.changed and vdir.name == f"v0001-{res.fingerprint[:12]}"
+    assert (out / "LATEST").read_text().strip() == vdir.name
     assert latest_version(out) == res.version_dir
     assert sum(res.counts.values()) == 22 and res.num_rejected == 0
     assert all(res.counts[s] >= 2 for s in ("val", "test"))
-    manifest = pq.read_table(res.version_dir / "manifest.parquet")
+    manifest = pq.read_table(vdir / "manifest.parquet")
     assert manifest.column_names[:10] == [
         "key",
         "path",
@@ -43,17 +44,18 @@ def test_layout_manifest_and_dataset_json(small_tree: Path, tmp_path: Path) -> N
     assert all(min(r["stored_width"], r["stored_height"]) == 20 for r in rows)
     info = DatasetInfo.load(res.version_dir)
     assert info.classes == ["cats", "dogs ü"] and info.num_classes == 2 and info.counts == res.counts
-    assert len(info.shards["train"]) == -(-res.counts["train"] // 5) and all(p.is_file() for p in info.shards["train"])
+    assert len(info.shards["train"]) == -(-res.counts["train"] // 5)
+    assert all(Path(p).is_file() for p in info.shards["train"])
     # every manifest row is in the shard it names, as {key}.jpg + {key}.cls
     for split, paths in info.shards.items():
         for p in paths:
             with tarfile.open(p) as tf:
                 names = set(tf.getnames())
-            for r in (r for r in rows if r["shard"] == p.name):
+            for r in (r for r in rows if r["shard"] == Path(p).name):
                 assert {f"{r['key']}.jpg", f"{r['key']}.cls"} <= names and r["split"] == split
-    meta = json.loads((res.version_dir / "dataset.json").read_text())
-    assert meta["fingerprint"] == res.fingerprint and meta["version"] == res.version_dir.name
-    assert pq.read_table(res.version_dir / "rejected.parquet").num_rows == 0
+    meta = json.loads((vdir / "dataset.json").read_text())
+    assert meta["fingerprint"] == res.fingerprint and meta["version"] == vdir.name
+    assert pq.read_table(vdir / "rejected.parquet").num_rows == 0
 
 
 def test_split_is_stratified_and_seeded(tmp_path: Path) -> None:
@@ -88,13 +90,13 @@ def test_rerun_is_noop_and_change_makes_new_version(small_tree: Path, tmp_path: 
     again = shard_dataset(small_tree, out, cfg)
     assert not again.changed and again.version_dir == first.version_dir
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # wrote nothing
-    v1_files = {p.name: p.read_bytes() for p in first.version_dir.iterdir()}
+    v1_files = {p.name: p.read_bytes() for p in Path(first.version_dir).iterdir()}
     write_image(small_tree / "cats" / "img 000.jpg", seed=999)  # content change, same path
     assert fingerprint_source(small_tree, cfg) != first.fingerprint
     second = shard_dataset(small_tree, out, cfg)
-    assert second.changed and second.version_dir.name.startswith("v0002-")
+    assert second.changed and Path(second.version_dir).name.startswith("v0002-")
     assert latest_version(out) == second.version_dir
-    assert {p.name: p.read_bytes() for p in first.version_dir.iterdir()} == v1_files
+    assert {p.name: p.read_bytes() for p in Path(first.version_dir).iterdir()} == v1_files
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]
 
 
@@ -193,7 +195,8 @@ def test_parallel_encoding_matches_serial(tmp_path: Path) -> None:
     serial = shard_dataset(src, tmp_path / "o1", ShardConfig(progress=False, num_procs=1))
     parallel = shard_dataset(src, tmp_path / "o2", ShardConfig(progress=False, num_procs=2))
     assert serial.fingerprint == parallel.fingerprint
-    for a, b in zip(sorted(serial.version_dir.glob("*.tar")), sorted(parallel.version_dir.glob("*.tar")), strict=True):
+    tars = [sorted(Path(r.version_dir).glob("*.tar")) for r in (serial, parallel)]
+    for a, b in zip(*tars, strict=True):
         assert a.read_bytes() == b.read_bytes()
 
 
@@ -213,11 +216,10 @@ def test_info_from_root_hash_cache_and_progress_bar(small_tree: Path, tmp_path: 
 def test_max_bytes_rotates_shards(small_tree: Path, tmp_path: Path) -> None:
     res = shard_dataset(small_tree, tmp_path / "out", ShardConfig(max_bytes=6000, **CFG))
     info = DatasetInfo.load(res.version_dir)
-    assert (
-        len(info.shards["train"]) > 1
-        and sum(info.shard_counts[p.name] for p in info.shards["train"]) == res.counts["train"]
-    )
-    assert all(p.stat().st_size <= 6000 + 3 * 1024 or info.shard_counts[p.name] == 1 for p in info.shards["train"])
+    assert len(info.shards["train"]) > 1 and sum(n for _, n in info.shard_entries("train")) == res.counts["train"]
+    assert all(Path(p).stat().st_size <= 6000 + 3 * 1024 or n == 1 for p, n in info.shard_entries("train"))
+    names = [Path(p).name for p in info.shards["train"]]  # byte rotation inside group 0: -01, -02, ...
+    assert names[:3] == ["train-000000.tar", "train-000000-01.tar", "train-000000-02.tar"]
 
 
 def test_next_run_removes_the_build_a_killed_run_left(small_tree: Path, tmp_path: Path) -> None:
@@ -226,7 +228,7 @@ def test_next_run_removes_the_build_a_killed_run_left(small_tree: Path, tmp_path
     import subprocess
     import sys
 
-    from senet_dist.data.shard import BUILD_PREFIX, _host
+    from senet_dist.data.publish import BUILD_PREFIX, host
 
     out = tmp_path / "out"
     # A real shard run, SIGKILLed while its build dir exists (it blocks just before publishing).
@@ -246,7 +248,7 @@ def test_next_run_removes_the_build_a_killed_run_left(small_tree: Path, tmp_path
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     (stale,) = out.glob(f"{BUILD_PREFIX}*")
-    live = out / f"{BUILD_PREFIX}{_host()}-{os.getpid()}-live"  # a concurrent run in a live process
+    live = out / f"{BUILD_PREFIX}{host()}-{os.getpid()}-live"  # a concurrent run in a live process
     foreign = out / f"{BUILD_PREFIX}otherhost-{proc.pid}-x"  # another host on a shared filesystem
     live.mkdir()
     foreign.mkdir()

@@ -59,7 +59,7 @@ def damaged_copy(lfw_version: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.timeout(300)
 def test_truncated_train_shard_fails_the_ray_run_naming_it(ray_up, damaged_copy: Path, tmp_path: Path, figures) -> None:
-    victim = DatasetInfo.load(damaged_copy).shards["train"][1]
+    victim = Path(DatasetInfo.load(damaged_copy).shards["train"][1])
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
     figures.fault("shard-truncated")
@@ -88,7 +88,7 @@ def _corrupt_member(shard: Path, index: int, *, header: bool) -> None:
 @pytest.mark.parametrize("header", [True, False], ids=["tar-header", "image-payload"])
 @pytest.mark.parametrize("workers", [0, 2])
 def test_corrupted_shard_error_names_it(damaged_copy: Path, header: bool, workers: int, figures) -> None:
-    victim = DatasetInfo.load(damaged_copy).shards["val"][0]
+    victim = Path(DatasetInfo.load(damaged_copy).shards["val"][0])
     with tarfile.open(victim) as tf:
         index = next(i for i, m in enumerate(tf.getmembers()) if m.name.endswith(".png") and i >= 2)
     _corrupt_member(victim, index, header=header)

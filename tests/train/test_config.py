@@ -100,10 +100,12 @@ def test_validation_errors(overrides: dict, needle: str) -> None:
         TrainConfig().with_overrides(overrides).validate()
 
 
-def test_missing_dataset_dir(tmp_path) -> None:
+def test_missing_dataset_dir(tmp_path, lfw_version) -> None:
     with pytest.raises(ConfigError, match="dataset directory does not exist"):
         TrainConfig().validate(tmp_path / "nope")
-    TrainConfig().validate(tmp_path)
+    with pytest.raises(ConfigError, match="not a dataset version directory"):  # a directory, but no version in it
+        TrainConfig().validate(tmp_path)
+    TrainConfig().validate(lfw_version)
 
 
 def test_type_errors_name_the_field() -> None:
@@ -139,7 +141,7 @@ def test_cli_helpers_resolve_data_and_layer_config(tmp_path) -> None:
     version = tmp_path / "v0001-abc"
     version.mkdir()
     (version / "dataset.json").write_text("{}")
-    assert resolve_version(version) == version
+    assert resolve_version(version) == str(version)
 
 
 def test_parse_overrides_for_the_cli() -> None:

@@ -1,0 +1,98 @@
+"""Typed, one-line errors for storage locations: pyarrow's ``OSError`` text (the AWS SDK's error names, curl's
+messages) classified into :class:`StorageError` kinds, and locations redacted for messages.
+
+Why classify text: pyarrow raises a bare ``OSError`` for a missing bucket, refused credentials and a dead endpoint
+alike; the SDK's error name in its message is the only thing that tells them apart (read from real moto responses).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+from senet_dist.errors import PermanentError
+
+
+def _is_uri(location: str) -> bool:
+    return "://" in location
+
+
+class StorageError(PermanentError, OSError):
+    """A location that cannot work until someone changes it: a missing bucket, refused credentials, an endpoint
+    that does not answer. ``kind`` is one of ``no_bucket``, ``access_denied``, ``unreachable``."""
+
+    def __init__(self, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# (kind, what the user reads, substrings of pyarrow's OSError text: the AWS SDK's error names and curl's)
+_KINDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("no_bucket", "bucket does not exist", ("NO_SUCH_BUCKET", "NoSuchBucket", "bucket does not exist")),
+    (
+        "access_denied",
+        "access denied (check the credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)",
+        (
+            "ACCESS_DENIED",
+            "AccessDenied",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "INVALID_ACCESS_KEY_ID",
+            "SIGNATURE_DOES_NOT_MATCH",
+            "HTTP status 403",
+        ),
+    ),
+    (
+        "unreachable",
+        "storage endpoint unreachable (check AWS_ENDPOINT_URL and the network)",
+        (
+            "NETWORK_CONNECTION",
+            "curlCode: 7",
+            "Couldn't connect",
+            "Could not connect",
+            "curlCode: 6",
+            "Couldn't resolve host",
+            "curlCode: 28",
+            "Timeout was reached",
+        ),
+    ),
+)
+
+
+def redact(location: str | os.PathLike[str]) -> str:
+    """``location`` safe for a log line: a URI loses its query string (it may carry keys) and any user:password."""
+    loc = str(location)
+    if not _is_uri(loc):
+        return loc
+    u = urlsplit(loc)
+    host = (u.hostname or "") + (f":{u.port}" if u.port else "")
+    return urlunsplit((u.scheme, host, u.path, "", ""))
+
+
+def classify_error(exc: BaseException, location: str | os.PathLike[str]) -> StorageError | None:
+    """A typed one-line :class:`StorageError` for pyarrow's ``OSError`` about ``location``, or None when the error
+    is not one of the known permanent kinds (a missing key stays a ``FileNotFoundError``)."""
+    if isinstance(exc, StorageError):
+        return exc
+    if not isinstance(exc, OSError) or isinstance(exc, FileNotFoundError):
+        return None
+    text = str(exc)
+    for kind, what, needles in _KINDS:
+        if any(n in text for n in needles):
+            return StorageError(f"{what}: {redact(location)}", kind=kind)
+    return None
+
+
+@contextmanager
+def storage_errors(location: str | os.PathLike[str]) -> Iterator[None]:
+    """Re-raise pyarrow's ``OSError`` for a bad location as one :class:`StorageError` line (no SDK noise, no
+    secrets); other errors pass through unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        err = classify_error(exc, location)
+        if err is None or err is exc:
+            raise
+        raise err from None
