@@ -179,7 +179,7 @@ def test_nested_images_keep_their_class_and_strays_are_listed_in_rejected(small_
     rows = {r["path"]: r for r in DatasetInfo.load(res.version_dir).manifest().to_pylist()}
     deep = rows["dogs ü/patient 7/visit 2/deep.jpg"]
     assert (deep["class_name"], deep["label"]) == ("dogs ü", 1)
-    table = pq.read_table(res.version_dir / "rejected.parquet").to_pylist()
+    table = DatasetInfo.load(res.version_dir).rejected().to_pylist()
     rejected = {r["path"]: (r["class_name"], r["reason"], r["bytes"]) for r in table}
     assert rejected == {
         "top.jpg": ("", "outside any class folder", 1),

@@ -117,7 +117,7 @@ def test_s3_source_gives_the_local_fingerprint_manifest_and_rejected_rows(tmp_pa
     assert a.fingerprint == b.fingerprint and a.counts == b.counts and sum(a.counts.values()) == 73
     assert _manifest(a.version_dir) == _manifest(b.version_dir)
     for name in DatasetInfo.load(a.version_dir).raw["shard_counts"]:
-        assert (a.version_dir / name).read_bytes() == (b.version_dir / name).read_bytes(), name
+        assert (Path(a.version_dir) / name).read_bytes() == (Path(b.version_dir) / name).read_bytes(), name
     ra, rb = (sorted(DatasetInfo.load(r.version_dir).rejected().to_pylist(), key=lambda r: r["path"]) for r in (a, b))
     assert ra == rb and len(ra) == 7 and (b.num_rejected, b.num_ignored) == (1, 6)
     assert DatasetInfo.load(b.version_dir).raw["source"] == uri
