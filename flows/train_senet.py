@@ -99,7 +99,13 @@ def train_senet(
 
 @task(name="shard", task_run_name="shard-{cfg.data}")
 def shard_task(cfg: PipelineConfig) -> ShardResult:
-    return prepare_dataset(cfg, ArtifactStore(cfg.artifacts_abs))
+    """On a Ray cluster the shard groups are Ray tasks on every node; a laptop shards in processes, starting no Ray
+    for a run that may find nothing to do."""
+    store = ArtifactStore(cfg.artifacts_abs)
+    if not cfg.joins_cluster:
+        return prepare_dataset(cfg, store)
+    with RaySession(cfg.ray_address, resource_wait_s=cfg.resource_wait_s) as session:
+        return prepare_dataset(cfg, store, session=session)
 
 
 def _retry_if_transient(task: Any, task_run: Any, state: State) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from senet_dist.evaluate import EvalReport, Samples, evaluate_checkpoint, sample_predictions
-from senet_dist.storage import local_dir
+from senet_dist.storage import local_dir, storage_env, storage_environment
 from senet_dist.train.checkpoint import locate_checkpoint, shown_location
 
 if TYPE_CHECKING:
@@ -93,16 +93,20 @@ def evaluate_on_cluster(
 
     task = ray.remote(_evaluate_task).options(**placement.ray_options())
     try:
-        return ray.get(task.remote(checkpoint, version, split, run_id))
+        return ray.get(task.remote(checkpoint, version, split, run_id, storage_env()))
     except RayTaskError as exc:
         if isinstance(exc.cause, Exception):
             raise exc.cause from exc
         raise
 
 
-def _evaluate_task(checkpoint: str | Path, version: str | Path, split: str, run_id: str | None) -> Evaluation:
-    """``evaluate_here`` with positional arguments only (what Ray's typed ``.remote`` accepts)."""
-    return evaluate_here(checkpoint, version, split, run_id=run_id)
+def _evaluate_task(
+    checkpoint: str | Path, version: str | Path, split: str, run_id: str | None, env: dict[str, str]
+) -> Evaluation:
+    """``evaluate_here`` with positional arguments only (what Ray's typed ``.remote`` accepts), with the driver's
+    object-storage settings."""
+    with storage_environment(env):
+        return evaluate_here(checkpoint, version, split, run_id=run_id)
 
 
 def evaluate_run(

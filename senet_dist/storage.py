@@ -9,6 +9,8 @@ explicitly so that the same environment works for boto3, the AWS CLI and this pa
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,6 +38,28 @@ __all__ = [
     "upload_dir",
     "write_bytes",
 ]
+
+
+def storage_env() -> dict[str, str]:
+    """This process's object-storage settings (``AWS_*``: endpoint, region, keys), handed to Ray tasks and training
+    workers: they inherit their raylet's environment, not the driver's, so without them a node would reach another
+    endpoint or none (Ray Train already ships the checkpoint filesystem, keys included, the same way)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+
+
+@contextmanager
+def storage_environment(env: dict[str, str]) -> Iterator[None]:
+    """``env`` while a block runs in a Ray worker process that runs many tasks: left as it was afterwards."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def is_uri(location: str | os.PathLike[str]) -> bool:

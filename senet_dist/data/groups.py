@@ -8,16 +8,14 @@ and one Ray task per group produce the same manifest rows, shard names and count
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from senet_dist.storage import is_local
+from senet_dist.storage import is_local, storage_env, storage_environment
 
 from .source import SourceFile, SourceTree
 
@@ -144,34 +142,13 @@ def _run_ray(
     return results
 
 
-def storage_env() -> dict[str, str]:
-    """The driver's object-storage settings (``AWS_*``: endpoint, region, keys), handed to each task: Ray workers
-    inherit their raylet's environment, not the driver's, so a task would otherwise reach another endpoint."""
-    return {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-
-
-@contextmanager
-def _environment(env: dict[str, str]) -> Iterator[None]:
-    """``env`` for the duration of one task (a Ray worker process runs many tasks: leave it as it was)."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _group_task(
     tree: SourceTree, group: WorkGroup, cfg: ShardConfig, sink: ShardSink, env: dict[str, str]
 ) -> GroupResult:
     """Runs on any node: remote OUT -> build in a temp dir of this node and upload; local OUT -> the build dir."""
     from .shard import write_group
 
-    with _environment(env):
+    with storage_environment(env):
         if sink.upload_to is None:
             return write_group(tree, group, cfg, sink)
         with tempfile.TemporaryDirectory(prefix="senet-shard-group-") as tmp:

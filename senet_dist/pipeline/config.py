@@ -69,6 +69,11 @@ class PipelineConfig(Section):
         return basename(self.data) if is_uri(self.data) else Path(self.data).expanduser().resolve().name
 
     @property
+    def joins_cluster(self) -> bool:
+        """Whether this run joins a Ray cluster (``ray_address`` or ``RAY_ADDRESS``) instead of starting a local Ray."""
+        return bool(self.ray_address or os.environ.get("RAY_ADDRESS"))
+
+    @property
     def artifacts_abs(self) -> str:
         """The artifacts root as an absolute path or URI (flows run from a worker's working directory)."""
         return self.artifacts if is_uri(self.artifacts) else str(Path(self.artifacts).expanduser().resolve())

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from senet_dist.artifacts import ArtifactStore, dataset_row, utcnow
 from senet_dist.data import DatasetInfo, ShardResult, fingerprint_source, latest_version, shard_dataset
+from senet_dist.data.groups import sharding_executor
 from senet_dist.data.shard import HASH_CACHE_NAME
 from senet_dist.pipeline.config import PipelineConfig, locate
 from senet_dist.pipeline.runs import config_json
@@ -67,10 +68,15 @@ def data_changed(cfg: PipelineConfig) -> tuple[bool, str]:
     return latest is None or DatasetInfo.load(latest).fingerprint != fingerprint, fingerprint
 
 
-def prepare_dataset(cfg: PipelineConfig, store: ArtifactStore) -> ShardResult:
-    """Shard the source (a no-op when unchanged) and record a new dataset version in the ``datasets`` table."""
+def prepare_dataset(cfg: PipelineConfig, store: ArtifactStore, session: RaySession | None = None) -> ShardResult:
+    """Shard the source (a no-op when unchanged) and record a new dataset version in the ``datasets`` table.
+
+    In a ``session`` joined to a cluster, with source and shards on object storage, the shard groups are written by
+    Ray tasks on every node; otherwise by this machine's processes (the same rows either way)."""
     shards_root, src = locate(cfg.data, cfg.shards)
-    result = shard_dataset(src, shards_root, cfg.shard)
+    on_cluster = session is not None and not session.fixed_size
+    executor = sharding_executor(str(src), str(shards_root), ray_is_cluster=on_cluster)
+    result = shard_dataset(src, shards_root, cfg.shard, executor=executor)
     if result.changed or store.latest("datasets", "fingerprint", result.fingerprint) is None:
         info = DatasetInfo.load(result.version_dir)
         store.append(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from senet_dist.errors import ConfigError, TrainingError, caused_by_permanent
-from senet_dist.storage import is_local, join, resolve_filesystem, uri_for, write_bytes
+from senet_dist.storage import is_local, join, resolve_filesystem, storage_env, uri_for, write_bytes
 from senet_dist.train.checkpoint import META_FILE
 from senet_dist.train.config import TrainConfig
 from senet_dist.train.faults import FaultPlan
@@ -78,6 +78,7 @@ def fit(
             version_dir=resolve_version(version_dir),  # a path or URI every node reads (not this node's cwd)
             fault=FaultPlan.from_env(),
             progress_board=board,
+            storage_env=storage_env(),
         )
         trainer = TorchTrainer(
             train_func_per_worker, train_loop_config={"args": args}, **_trainer_options(cfg, name, ray_path, ray_fs)

@@ -7,6 +7,7 @@ Epochs are 1-based in metrics and checkpoints; a resumed attempt continues at ``
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ class WorkerArgs:
     version_dir: str
     fault: FaultPlan | None = None  # tests only (senet_dist.train.faults)
     progress_board: Any = None  # a ProgressBoard actor handle; None: rank 0 prints progress lines
+    storage_env: dict[str, str] = field(default_factory=dict)  # the driver's AWS_* settings (storage.storage_env)
 
 
 @dataclass
@@ -66,6 +68,7 @@ class RunState:
 def train_func_per_worker(config: dict[str, Any]) -> None:
     quiet_report_logs()
     args: WorkerArgs = config["args"]
+    os.environ.update(args.storage_env)  # shards on object storage: this worker and its loader processes read them
     cfg, version_dir = args.train, args.version_dir
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
