@@ -4,8 +4,9 @@ Local files are opened as they always were (the OS reads ahead). Remote objects 
 large ranged reads into a bounded in-memory queue, so (a) the next shard's first bytes arrive while the current one is
 being decoded (:func:`read_ahead`), and (b) a transient error (a dropped connection, a timeout, a 5xx/SlowDown) is
 retried from the byte offset already fetched, with exponential backoff, instead of failing the whole training run.
-The AWS SDK under pyarrow already retries one request a few times within about a second; an endpoint restart or a
-load balancer blip lasts seconds, which is what :class:`RetryPolicy` covers. Nothing is written to local disk.
+The AWS SDK under pyarrow already retries one request a few times (~2 s for a refused connection, measured); an
+endpoint restart or a load balancer blip lasts longer, which is what :class:`RetryPolicy` covers. Nothing is written
+to local disk.
 
 WebDataset's ``gopen`` has no ``s3://`` handler; one pyarrow path covers local disks and every object store.
 """
@@ -34,15 +35,16 @@ log = logging.getLogger(__name__)
 
 LOCAL_BUFFER_BYTES = 1 << 20  # tar headers are 512 bytes: a large buffer keeps a local read one syscall per MiB
 CHUNK_BYTES = 8 << 20  # one ranged GET: large enough that request latency is small next to transfer time
-READ_AHEAD_BYTES = 64 << 20  # fetched but not yet parsed, per shard in flight (the current one and the next)
+READ_AHEAD_BYTES = 32 << 20  # fetched, not yet parsed, per shard in flight (current + next: <= 64 MiB a stream)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long one remote read keeps trying through transient errors before giving up.
 
-    The defaults ride out ~15 s of outage (0.5 + 1 + 2 + 4 + 8 s of backoff); anything longer fails the attempt
-    with :class:`ShardUnavailableError`, which the flow retries (resuming from the last checkpoint).
+    The defaults ride out at least 15 s of outage (0.5 + 1 + 2 + 4 + 8 s of backoff, plus the SDK's own retries in
+    every try); anything longer fails with :class:`ShardUnavailableError`, which the flow retries (resuming from the
+    last checkpoint).
     """
 
     attempts: int = 6  # tries of one read, the first included; the count restarts after every successful read
@@ -70,13 +72,8 @@ class ShardUnavailableError(SenetError, RuntimeError):
 _HTTP_STATUS = re.compile(r"http status (?:code )?(\d{3})")
 _RETRYABLE_STATUS = (408, 429)  # request timeout, too many requests; and every 5xx
 _PERMANENT = (  # S3 error codes as pyarrow spells them (lower-cased): credentials, permissions, names
-    "access_denied",
-    "invalid_access_key_id",
-    "signature_does_not_match",
-    "no_such_bucket",
-    "no_such_key",
-    "invalid_bucket_name",
-    "invalid_object_state",
+    *("access_denied", "invalid_access_key_id", "signature_does_not_match", "no_such_bucket", "no_such_key"),
+    *("invalid_bucket_name", "invalid_object_state"),
 )
 
 
@@ -155,14 +152,12 @@ class RemoteShard:
         self.retry, self.chunk_bytes = retry or RetryPolicy(), chunk_bytes
         self.fetched = 0  # bytes received so far (the offset a retry resumes from)
         self.size = -1  # the object's size, known once it is opened
-        self.done = threading.Event()  # set when the fetch thread has put its last item (EOF or an error)
         self._location = location
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, buffer_bytes // chunk_bytes))
         self._stop = threading.Event()
         self._pending = memoryview(b"")
         self._finished = False
-        self._thread = threading.Thread(target=self._fetch, name=f"read-ahead {self.uri}", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._fetch, name=f"read-ahead {self.uri}", daemon=True).start()
 
     def __repr__(self) -> str:  # WebDataset's tar iterator puts str(fileobj) into error messages
         return self.uri
@@ -227,8 +222,6 @@ class RemoteShard:
             self._put(_EOF)
         except BaseException as exc:  # noqa: BLE001  # handed to the reader, raised there
             self._put(exc)
-        finally:
-            self.done.set()
 
     def _chunks(self) -> Iterator[pa.Buffer]:
         failures, since = 0, 0.0
