@@ -8,7 +8,8 @@
   A package's ``lfw_source`` / ``lfw_version`` fixtures pick its slice (tests/flows: 24 per class; tests/reliability:
   40 per class; tests/train: all 200 images);
 - ``lfw_checkpoint``: a real se_resnet_tiny checkpoint trained in-process (no Ray) on all of lfw-subset;
-- ``s3_server`` / ``s3_bucket``: a real S3 endpoint on loopback (tests/s3server.py).
+- ``s3_server`` / ``s3_bucket``: a real S3 endpoint on loopback (tests/s3server.py); ``s3_proxy``: the same endpoint
+  behind a TCP proxy that can go down for an outage (tests/s3proxy.py).
 
 A sub-package conftest holds only what is local to that package (which slice of data it uses, its own tallies).
 """
@@ -26,6 +27,7 @@ import pytest
 from tests.helpers import shard
 
 if TYPE_CHECKING:
+    from tests.s3proxy import TcpProxy
     from tests.s3server import S3Server
 
 ENV_DEFAULTS = {
@@ -179,3 +181,18 @@ def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3_server.create_bucket(name)
     return name
+
+
+@pytest.fixture
+def s3_proxy(s3_bucket: str, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[TcpProxy]:
+    """A ``TcpProxy`` (tests/s3proxy.py) in front of ``s3_server``, up; ``AWS_ENDPOINT_URL`` points at it for this
+    test, so every S3 client of the test goes through it and a ``proxy.outage(s)`` cuts storage off."""
+    from tests.s3proxy import TcpProxy
+
+    proxy = TcpProxy(s3_server.endpoint)
+    proxy.up()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

@@ -8,6 +8,7 @@ metrics locally and all-reduce once at the end).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -25,7 +26,7 @@ from senet_dist.schema import Section
 from .gpu_decode import decode_batch
 from .manifest import DatasetInfo
 from .source import SPLITS, DatasetError
-from .stream import ShardStream, Slot, eval_slot_size
+from .stream import ShardStream, Slot, eval_slot_size, read_amplification
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -71,6 +72,35 @@ class LoaderConfig(LoaderOptions):
     seed: int = 0
     steps_per_epoch: int | None = None  # override the manifest-derived training steps
     device: str | None = None  # CPU path: move the uint8 batch here, then normalise (e.g. "cuda"); None -> CPU
+
+
+log = logging.getLogger(__name__)
+_WARNED: set[tuple[str, str, int]] = set()  # (version, split, slots): one warning per process, not one per epoch
+
+
+def warn_read_amplification(info: DatasetInfo, split: str, world: int, workers: int) -> None:
+    """Say when every reader slot streams the whole split ("sample" mode), and how many shards would avoid it."""
+    slots = world * max(1, workers)
+    shards = len(info.shards[split])
+    factor = read_amplification(shards, world, workers)
+    if factor <= 1 or (info.version, split, slots) in _WARNED:
+        return
+    _WARNED.add((info.version, split, slots))
+    log.warning(
+        "split %r of dataset %s has %d shard(s) for %d rank(s) x %d loader worker(s): every one of the %d reader "
+        "slots reads all %d shards: %d x the data is read per epoch. Re-shard with --max-count %d (>= %d shards "
+        "for this split)",
+        split,
+        info.version,
+        shards,
+        world,
+        max(1, workers),
+        slots,
+        shards,
+        factor,
+        max(1, info.counts[split] // slots),
+        slots,
+    )
 
 
 def _worker_init(_: int) -> None:
@@ -202,6 +232,8 @@ def make_loader(
     if train and info.counts[split] == 0:
         raise DatasetError(f"split {split!r} of {info.version_dir} is empty; cannot train on it")
     workers = max(1, cfg.num_workers)
+    if train and rank == 0:
+        warn_read_amplification(info, split, world_size, workers)
     if train:
         num_batches = _train_steps(info, split, cfg, world_size)
     else:

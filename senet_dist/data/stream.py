@@ -4,7 +4,9 @@ Two partitioning modes, chosen from the shard count so no reader is ever starved
 - "shard": enough shards for every (rank, worker) slot -> rank gets ``shards[rank::world]`` (split_by_node), then
   worker gets ``rank_shards[w::W]`` (split_by_worker).
 - "sample": fewer shards than slots -> every slot reads all shards and keeps samples with ``index % slots == slot``.
+  Every slot then reads every byte: ``read_amplification`` times the data per epoch (make_loader warns).
 Training streams cycle forever and are cut at an exact batch count; evaluation streams read once, no shuffle.
+Shards are paths or URIs, read through data/reader.py (retries, read-ahead of the next shard).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import math
 import random
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from itertools import count
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 import webdataset as wds
@@ -23,28 +26,50 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from senet_dist.errors import PermanentError
 
+from .reader import RemoteShard, RetryPolicy, ShardUnavailableError, open_shard, public_uri, read_ahead
+
 IMAGE_KEYS = ("jpg", "png", "jpeg")
 
 
 class ShardReadError(PermanentError, RuntimeError):
-    """A shard is truncated, corrupt or inconsistent with the manifest."""
+    """A shard is missing, truncated, corrupt or inconsistent with the manifest."""
 
 
-def iter_shard(path: str, expected: int | None = None) -> Iterator[dict[str, Any]]:
-    """Samples of one tar shard via WebDataset's tar iterators; any damage raises ``ShardReadError`` naming it."""
+def iter_shard(
+    location: str,
+    expected: int | None = None,
+    stream: BinaryIO | RemoteShard | None = None,
+    retry: RetryPolicy | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Samples of one tar shard (a path or URI) via WebDataset's tar iterators.
+
+    Damage raises ``ShardReadError`` naming the shard and the sample count the manifest expects; storage that stays
+    unreachable through the retry budget raises ``ShardUnavailableError`` (retryable). ``stream``: already opened
+    (e.g. fetched ahead by :func:`read_ahead`); else the shard is opened here.
+    """
+    uri = public_uri(location)
+    want = "" if expected is None else f", {expected} samples expected"
     n = 0
     try:
-        with open(path, "rb") as stream:
-            files = ({**f, "__url__": path} for f in wds.tariterators.tar_file_iterator(stream))
+        with stream if stream is not None else open_shard(location, retry) as fileobj:
+            files = ({**f, "__url__": uri} for f in wds.tariterators.tar_file_iterator(fileobj))
             for sample in wds.tariterators.group_by_keys(files):
                 if "cls" not in sample or not any(k in sample for k in IMAGE_KEYS):
-                    raise ShardReadError(f"shard {path}: sample {sample.get('__key__')} lacks an image or cls entry")
+                    raise ShardReadError(f"shard {uri}: sample {sample.get('__key__')} lacks an image or cls entry")
                 n += 1
                 yield sample
+    except ShardUnavailableError as exc:
+        raise ShardUnavailableError(exc.message) from None  # WebDataset appended to its args; one line again
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
-        raise ShardReadError(f"cannot read shard {path} (truncated or corrupt?): {exc}") from exc
+        raise ShardReadError(f"cannot read shard {uri} (missing, truncated or corrupt?{want}): {exc}") from exc
     if expected is not None and n != expected:
-        raise ShardReadError(f"shard {path} holds {n} samples but the manifest says {expected} (truncated?)")
+        raise ShardReadError(f"shard {uri} holds {n} samples but the manifest says {expected} (truncated?)")
+
+
+def read_shards(shards: Iterable[tuple[str, int]], retry: RetryPolicy | None = None) -> Iterator[dict[str, Any]]:
+    """Samples of ``shards`` in order, each remote shard fetched while the one before it is parsed."""
+    for location, n, stream in read_ahead(shards, retry):
+        yield from iter_shard(location, n, stream, retry)
 
 
 def image_bytes(sample: dict[str, Any]) -> bytes:
@@ -69,6 +94,11 @@ class Slot:
 
 def partition_mode(num_shards: int, world: int, workers: int) -> str:
     return "shard" if num_shards >= world * max(1, workers) else "sample"
+
+
+def read_amplification(num_shards: int, world: int, workers: int) -> int:
+    """How many times an epoch reads the split's bytes: 1 in "shard" mode, else once per (rank, worker) slot."""
+    return 1 if partition_mode(num_shards, world, workers) == "shard" else world * max(1, workers)
 
 
 def slot_shards(shards: list[Any], slot: Slot) -> list[Any]:
@@ -105,11 +135,12 @@ class ShardStream(IterableDataset):
         shuffle_buffer: int,
         decode: Callable[[bytes, dict[str, Any]], Any],
         collate: Callable[[list[Any], list[int], list[str]], Any],
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.shards, self.rank, self.world, self.workers = shards, rank, world, max(1, workers)
         self.train, self.batch_size, self.steps = train, batch_size, steps
         self.seed, self.epoch, self.shuffle_buffer = seed, epoch, shuffle_buffer
-        self.decode, self.collate = decode, collate
+        self.decode, self.collate, self.retry = decode, collate, retry or RetryPolicy()
         self.mode = partition_mode(len(shards), world, self.workers)
 
     def __len__(self) -> int:
@@ -123,24 +154,26 @@ class ShardStream(IterableDataset):
             raise RuntimeError(f"stream planned for {self.workers} loader workers, DataLoader has {info.num_workers}")
         return Slot(self.rank, self.world, info.id, info.num_workers)
 
-    def _train_samples(self, slot: Slot) -> Iterator[dict[str, Any]]:
+    def _train_plan(self, slot: Slot) -> Iterator[tuple[str, int]]:
+        """This slot's shards, cycled forever, re-shuffled every cycle."""
         order = list(self.shards)
         random.Random(f"{self.seed}:{self.epoch}:assign").shuffle(order)  # new shard subsets every epoch
         mine = slot_shards(order, slot) if self.mode == "shard" else order
-        seen = count()  # runs across cycles, so even a tiny split reaches every slot
         for cycle in count():
             random.Random(f"{self.seed}:{self.epoch}:{cycle}:{slot.index if self.mode == 'shard' else 0}").shuffle(mine)
-            for path, n in mine:
-                for sample in iter_shard(path, n):
-                    if self.mode == "shard" or next(seen) % slot.total == slot.index:
-                        yield sample
+            yield from list(mine)
 
-    def _eval_samples(self, slot: Slot) -> Iterator[dict[str, Any]]:
+    def _train_samples(self, slot: Slot) -> Generator[dict[str, Any], None, None]:
+        seen = count()  # runs across cycles, so even a tiny split reaches every slot
+        for sample in read_shards(self._train_plan(slot), self.retry):
+            if self.mode == "shard" or next(seen) % slot.total == slot.index:
+                yield sample
+
+    def _eval_samples(self, slot: Slot) -> Generator[dict[str, Any], None, None]:
         if self.mode == "shard":
-            for path, n in slot_shards(self.shards, slot):
-                yield from iter_shard(path, n)
+            yield from read_shards(slot_shards(self.shards, slot), self.retry)
             return
-        for i, sample in enumerate(s for path, n in self.shards for s in iter_shard(path, n)):
+        for i, sample in enumerate(read_shards(self.shards, self.retry)):
             if i % slot.total == slot.index:
                 yield sample
 
@@ -153,7 +186,9 @@ class ShardStream(IterableDataset):
             per_slot = total * len(slot_shards(self.shards, slot)) / len(self.shards)
         return max(1, min(self.shuffle_buffer, int(per_slot)))
 
-    def _shuffled(self, samples: Iterator[dict[str, Any]], rng: random.Random, size: int) -> Iterator[dict[str, Any]]:
+    def _shuffled(
+        self, samples: Iterator[dict[str, Any]], rng: random.Random, size: int
+    ) -> Generator[dict[str, Any], None, None]:
         buf: list[dict[str, Any]] = []
         for s in samples:
             if len(buf) < size:
@@ -188,16 +223,17 @@ class ShardStream(IterableDataset):
             samples, limit = self._eval_samples(slot), math.inf  # type: ignore[assignment]  # int or no limit
         items, labels, keys = [], [], []
         emitted = 0
-        for sample in samples:
-            if emitted >= limit:
-                break
-            item, label, key = self._decoded(sample)
-            items.append(item)
-            labels.append(label)
-            keys.append(key)
-            emitted += 1
-            if len(items) == self.batch_size:
-                yield self.collate(items, labels, keys)
-                items, labels, keys = [], [], []
+        with closing(samples):  # stops the read-ahead threads as soon as this slot has its share
+            for sample in samples:
+                if emitted >= limit:
+                    break
+                item, label, key = self._decoded(sample)
+                items.append(item)
+                labels.append(label)
+                keys.append(key)
+                emitted += 1
+                if len(items) == self.batch_size:
+                    yield self.collate(items, labels, keys)
+                    items, labels, keys = [], [], []
         if items:
             yield self.collate(items, labels, keys)
