@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .images import EncodeConfig, process_image
     from .loader import Loader, LoaderConfig, LoaderOptions, make_loader
     from .manifest import DatasetInfo, latest_version, list_versions, resolve_version
+    from .reader import ShardUnavailableError
     from .shard import ShardResult, fingerprint_source, shard_dataset
     from .source import DatasetError
     from .stream import ShardReadError
@@ -40,6 +41,7 @@ _WHERE = {
     "shard_dataset": "shard",
     "DatasetError": "source",
     "ShardReadError": "stream",
+    "ShardUnavailableError": "reader",
 }
 __all__ = sorted(_WHERE)
 

@@ -25,6 +25,7 @@ from senet_dist.schema import Section
 
 from .gpu_decode import decode_batch
 from .manifest import DatasetInfo
+from .reader import RetryPolicy
 from .source import SPLITS, DatasetError
 from .stream import ShardStream, Slot, eval_slot_size, read_amplification
 from .transforms import (
@@ -62,6 +63,9 @@ class LoaderOptions(Section):
     pin_memory: bool | None = None  # None -> torch.cuda.is_available()
     persistent_workers: bool = False
     prefetch_factor: int = Field(2, ge=1)
+    # shards on object storage: tries of one read through transient errors (connection reset, 5xx, timeouts), with
+    # backoff, before the worker fails with ShardUnavailableError (retried by Ray Train / the flow from a checkpoint)
+    read_attempts: int = Field(RetryPolicy.attempts, ge=1)
 
 
 class LoaderConfig(LoaderOptions):
@@ -268,6 +272,7 @@ def make_loader(
         shuffle_buffer=cfg.shuffle_buffer,
         decode=decode,
         collate=collate,
+        retry=RetryPolicy(attempts=cfg.read_attempts),
     )
     return Loader(stream, cfg, num_batches, train, return_keys)
 
