@@ -88,14 +88,15 @@ def promote(
     artifacts: Annotated[str | None, typer.Option(help=_ARTIFACTS)] = None,
 ) -> None:
     """Make a model its dataset's champion (a person's decision, no gate); the old champion is archived."""
-    from senet_dist.release import registry as reg
+    from senet_dist.release import promotion
+    from senet_dist.release.registry import RegistryError, find
 
     store = _store(artifacts)
     try:
-        if dataset is not None and reg.find(store, model_id) is None:
-            reg.register_run(store, model_id, dataset, reason=f"registered for promotion: {reason}")
-        rec = reg.promote(store, model_id, reason)
-    except reg.RegistryError as exc:
+        if dataset is not None and find(store, model_id) is None:
+            promotion.register_run(store, model_id, dataset, reason=f"registered for promotion: {reason}")
+        rec = promotion.promote(store, model_id, reason)
+    except RegistryError as exc:
         _fail(exc)
     console.print(f"[green]champion of {rec.dataset}:[/] {rec.model_id} ({rec.reason})")
 
@@ -106,11 +107,12 @@ def rollback(
     artifacts: Annotated[str | None, typer.Option(help=_ARTIFACTS)] = None,
 ) -> None:
     """Retire DATASET's champion and restore the champion it replaced."""
-    from senet_dist.release import registry as reg
+    from senet_dist.release import promotion
+    from senet_dist.release.registry import RegistryError
 
     try:
-        restored, retired = reg.rollback(_store(artifacts), dataset, reason)
-    except reg.RegistryError as exc:
+        restored, retired = promotion.rollback(_store(artifacts), dataset, reason)
+    except RegistryError as exc:
         _fail(exc)
     console.print(f"[green]champion of {dataset}:[/] {restored.model_id} (was {retired.model_id}, now archived)")
 

@@ -29,8 +29,9 @@ import torch
 
 from senet_dist.artifacts import ArtifactStore, utcnow
 from senet_dist.release.errors import ExportError, VerificationError
-from senet_dist.release.export_source import ExportSource, real_test_images, resolve_source, version_dir
+from senet_dist.release.export_source import real_test_images, resolve_source, version_dir
 from senet_dist.release.metadata import CARD_FILE, FORMATS, ModelCard, Preprocess, check_format
+from senet_dist.release.reevaluate import test_metrics
 from senet_dist.release.runtime import card_from_checkpoint, load_file
 from senet_dist.release.verify import DEFAULT_ATOL, Verification, verify
 from senet_dist.release.writers import EXPORTERS, check_target, example_input, publish, require_onnx
@@ -113,7 +114,9 @@ def export_model(
             "version": src.meta.get("dataset_version"),
             "fingerprint": src.meta.get("dataset_fingerprint"),
         }
-        card.test_metrics = _test_metrics(store, src, vdir, info.version, split)
+        card.test_metrics, _ = test_metrics(
+            store, vdir, run_id=src.run_id, checkpoint=src.checkpoint, record=False, device="cpu"
+        )
         card.exported_at = utcnow().isoformat()
         card.verification = verification.to_dict()
         card.versions = _versions(fmt)
@@ -121,7 +124,7 @@ def export_model(
         files = sorted(p.name for p in build.iterdir())
         uri = publish(build, out)
     if registered is not None and store is not None:
-        from senet_dist.release.registry import record_export
+        from senet_dist.release.promotion import record_export
 
         record_export(store, registered.model_id, uri)
     log.info("exported %s as %s to %s (max |diff| %.2g)", src.uri, fmt, uri, verification.max_abs_diff)
@@ -143,22 +146,6 @@ def _registered(store: ArtifactStore | None, model_id: str | None) -> Any:
     from senet_dist.release.registry import find
 
     return find(store, model_id)
-
-
-def _test_metrics(
-    store: ArtifactStore | None, src: ExportSource, version_dir: str | Path, version: str, split: str
-) -> dict[str, Any]:
-    """The recorded evaluation of the run on ``version``'s ``split``, else a fresh evaluation of the checkpoint."""
-    from senet_dist.release.registry import latest_evaluation, metrics_from_evaluation
-
-    if store is not None and src.run_id:
-        row = latest_evaluation(store, src.run_id, version, split)
-        if row is not None:
-            return metrics_from_evaluation(row)
-    from senet_dist.evaluate import evaluate_checkpoint
-
-    report = evaluate_checkpoint(src.checkpoint, version_dir, split=split, device="cpu")
-    return metrics_from_evaluation({**report.to_dict(), "split": split})
 
 
 def _versions(fmt: str) -> dict[str, str]:

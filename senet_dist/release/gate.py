@@ -23,21 +23,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.release.decision import GateResult, decide, score, unchanged
 from senet_dist.release.lock import registry_lock
-from senet_dist.release.reevaluate import IncompatibleModel, test_metrics
-from senet_dist.release.registry import (
-    CHAMPION,
-    ModelRecord,
-    RegistryError,
-    append_events,
-    candidate,
-    record_export,
-    states,
-    with_metrics,
-)
+from senet_dist.release.promotion import candidate, record_export
+from senet_dist.release.reevaluate import IncompatibleModel, test_metrics, with_metrics
+from senet_dist.release.registry import CHAMPION, ModelRecord, RegistryError, append_events, states
 from senet_dist.storage import join
 
 __all__ = ["GateResult", "IncompatibleModel", "promote_best", "test_metrics"]
@@ -66,7 +59,7 @@ def promote_best(
     new: list[ModelRecord] = []
     for run_id in run_ids:
         rec = candidate(store, run_id, dataset)
-        metrics, _ = test_metrics(store, rec, version_dir)
+        metrics, _ = _measure(store, rec, version_dir)
         new.append(with_metrics(rec, metrics))
     new.sort(key=lambda r: (tuple(-x for x in score(r)), r.model_id))
 
@@ -88,7 +81,7 @@ def promote_best(
         champ_eval, reevaluated, note = None, False, ""
         if champ is not None:
             try:
-                metrics, _ = test_metrics(store, champ, version_dir)
+                metrics, _ = _measure(store, champ, version_dir)
                 champ_eval = with_metrics(champ, metrics)
                 reevaluated = champ.dataset_version != version
             except IncompatibleModel as exc:
@@ -109,6 +102,12 @@ def promote_best(
             _export_champion(store, result, version_dir, export_root, export_format)
         return result
     raise RegistryError(f"dataset {dataset!r}: the champion kept changing during {attempts} promotion attempts")
+
+
+def _measure(store: ArtifactStore, rec: ModelRecord, version_dir: str | Path) -> tuple[dict[str, Any], bool]:
+    return test_metrics(
+        store, version_dir, run_id=rec.run_id, checkpoint=rec.checkpoint_uri, model_id=rec.model_id, variant=rec.variant
+    )
 
 
 def _export_champion(

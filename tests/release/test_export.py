@@ -14,7 +14,7 @@ from senet_dist.artifacts import ArtifactStore
 from senet_dist.cli import app
 from senet_dist.data import DatasetInfo
 from senet_dist.release import export as export_mod
-from senet_dist.release import registry
+from senet_dist.release import promotion, registry
 from senet_dist.release.export import ExportError, VerificationError, export_model, real_test_images
 from senet_dist.release.metadata import CARD_FILE, ModelCard, Preprocess
 from senet_dist.release.runtime import open_model
@@ -101,7 +101,7 @@ def test_export_a_run_by_id_records_the_uri_in_the_registry(checkpoint_copy, lfw
         [{"version": info.version, "fingerprint": info.fingerprint, "uri": str(lfw_version), "classes": info.classes}],
     )
     accuracy = record_run(store, "run-a", checkpoint_copy("weak"), lfw_version)
-    registry.register_run(store, "run-a", "lfw")
+    promotion.register_run(store, "run-a", "lfw")
 
     result = export_model("run-a", "torchscript", tmp_path / "exp", store=store)  # data found via the datasets table
     assert result.card.model_id == "run-a" and result.card.dataset["name"] == "lfw"
