@@ -119,7 +119,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = fetch_dataset(name, Path(tmp) / "src", limit_per_class=int(limit) if limit else None)
         cfg = ShardConfig(resize_shorter=None, image_format="png", max_count=args.max_count, progress=False)
-        vdir = shard_dataset(src, Path(tmp) / "shards", cfg).version_dir
+        vdir = Path(shard_dataset(src, Path(tmp) / "shards", cfg).version_dir)
         info = DatasetInfo.load(vdir)
         proc, endpoint = start_moto(Path(tmp) / "moto.log")
         try:
@@ -127,7 +127,7 @@ def main() -> None:
             upload_dir(vdir, f"s3://{BUCKET}/{vdir.name}")
             sources = {"local disk": str(vdir), "S3 (moto, loopback)": f"s3://{BUCKET}/{vdir.name}"}
             shards = {
-                k: [(f"{base}/{p.name}", info.shard_counts[p.name]) for p in info.shards["train"]]
+                k: [(f"{base}/{Path(p).name}", n) for p, n in info.shard_entries("train")]
                 for k, base in sources.items()
             }
             best: dict[tuple[str, int], float] = {}

@@ -57,6 +57,28 @@ def caused_by_permanent(exc: BaseException) -> bool:
     return False
 
 
+def senet_cause(exc: BaseException) -> SenetError | None:
+    """The first of senet-dist's own errors in ``exc``'s cause/context chain (through Ray's wrapping), if any."""
+    seen: set[int] = set()
+    node: BaseException | None = exc
+    while node is not None and id(node) not in seen:
+        if isinstance(node, SenetError):
+            return node
+        seen.add(id(node))
+        node = getattr(node, "_base_exc", None) or node.__cause__ or node.__context__
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line. PyTorch re-raises a DataLoader worker's error with the worker's traceback in
+    the message; the original message is its last line."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return f"{type(exc).__name__}: {' '.join(text.split())}"
+
+
 __all__ = [
     "ConfigError",
     "PermanentError",
@@ -65,4 +87,6 @@ __all__ = [
     "TrainingError",
     "caused_by_permanent",
     "is_retryable",
+    "one_line",
+    "senet_cause",
 ]

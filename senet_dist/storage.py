@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
-from senet_dist.storage_errors import StorageError, classify_error, redact, storage_errors
+from senet_dist.storage_errors import StorageConfigError, StorageError, classify_error, redact, storage_errors
 
 __all__ = [
     "StorageError",
@@ -251,4 +251,4 @@ def check_bucket(location: str | os.PathLike[str]) -> None:
         fs, path = resolve_filesystem(loc)
         bucket = path.split("/", 1)[0]
         if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
-            raise StorageError(f"bucket does not exist: {redact(loc)}", kind="no_bucket")
+            raise StorageConfigError(f"bucket does not exist: {redact(loc)}", "no_bucket")

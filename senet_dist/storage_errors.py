@@ -12,20 +12,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
-from senet_dist.errors import PermanentError
+from senet_dist.errors import PermanentError, SenetError
 
 
 def _is_uri(location: str) -> bool:
     return "://" in location
 
 
-class StorageError(PermanentError, OSError):
-    """A location that cannot work until someone changes it: a missing bucket, refused credentials, an endpoint
-    that does not answer. ``kind`` is one of ``no_bucket``, ``access_denied``, ``unreachable``."""
+class StorageError(SenetError, OSError):
+    """A storage location that does not work, in one line: ``kind`` is ``no_bucket``, ``access_denied`` (both
+    :class:`StorageConfigError`: permanent) or ``unreachable`` (:class:`StorageUnreachableError`: an endpoint that
+    does not answer may be a typo or an outage, so the flow retries it once)."""
 
-    def __init__(self, message: str, *, kind: str) -> None:
+    def __init__(self, message: str, kind: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # a Ray worker's error travels pickled to the driver
+        return type(self), (str(self), self.kind)
+
+
+class StorageConfigError(StorageError, PermanentError):
+    """A missing bucket or refused credentials: nothing changes until someone fixes the location or the keys."""
+
+
+class StorageUnreachableError(StorageError):
+    """The endpoint does not answer (a wrong AWS_ENDPOINT_URL, the network, an outage): retryable."""
 
 
 # (kind, what the user reads, substrings of pyarrow's OSError text: the AWS SDK's error names and curl's)
@@ -81,7 +93,8 @@ def classify_error(exc: BaseException, location: str | os.PathLike[str]) -> Stor
     text = str(exc)
     for kind, what, needles in _KINDS:
         if any(n in text for n in needles):
-            return StorageError(f"{what}: {redact(location)}", kind=kind)
+            cls = StorageUnreachableError if kind == "unreachable" else StorageConfigError
+            return cls(f"{what}: {redact(location)}", kind)
     return None
 
 

@@ -32,3 +32,15 @@ def test_a_permanent_cause_is_found_inside_ray_trains_wrapping() -> None:
     except RuntimeError as outer:
         assert caused_by_permanent(outer)
     assert not caused_by_permanent(UserExceptionWithTraceback(OSError("reset"), ""))
+
+
+def test_one_line_gives_a_dataloader_workers_original_message():
+    from senet_dist.errors import one_line
+
+    wrapped = ShardReadError(  # how PyTorch re-raises a loader worker's error in the training process
+        "Caught ShardReadError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n    raise ShardReadError(msg)\n'
+        "senet_dist.data.stream.ShardReadError: shard s3://b/v/train-000001.tar holds 3 samples, 8 expected\n"
+    )
+    assert one_line(wrapped) == "ShardReadError: shard s3://b/v/train-000001.tar holds 3 samples, 8 expected"
+    assert one_line(ValueError("a\n  b")) == "ValueError: a b"

@@ -214,7 +214,7 @@ def _train_steps(info: DatasetInfo, split: str, cfg: LoaderConfig, world: int) -
 
 
 def make_loader(
-    version_dir: str | os.PathLike,
+    version_dir: str | os.PathLike | DatasetInfo,
     split: str,
     cfg: LoaderConfig | None = None,
     *,
@@ -224,14 +224,17 @@ def make_loader(
     train: bool | None = None,
     return_keys: bool = False,
 ) -> Loader:
-    """Batches of (images float32 NCHW normalised, labels int64[, keys]) for ``rank`` of ``world_size``."""
+    """Batches of (images float32 NCHW normalised, labels int64[, keys]) for ``rank`` of ``world_size``.
+
+    ``version_dir`` may be an already loaded ``DatasetInfo`` (a version never changes): a training worker loads it
+    once, so a new epoch's loaders do not depend on reading dataset.json from object storage again."""
     cfg = cfg or LoaderConfig()
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} out of range for world_size {world_size}")
     train = (split == "train") if train is None else train
-    info = DatasetInfo.load(version_dir)
+    info = version_dir if isinstance(version_dir, DatasetInfo) else DatasetInfo.load(version_dir)
     shards = info.shard_entries(split)
     if train and info.counts[split] == 0:
         raise DatasetError(f"split {split!r} of {info.version_dir} is empty; cannot train on it")

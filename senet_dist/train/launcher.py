@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from senet_dist.errors import ConfigError, TrainingError, caused_by_permanent
+from senet_dist.errors import ConfigError, TrainingError, caused_by_permanent, one_line, senet_cause
 from senet_dist.storage import is_local, join, resolve_filesystem, storage_env, uri_for, write_bytes
 from senet_dist.train.checkpoint import META_FILE
 from senet_dist.train.config import TrainConfig
@@ -97,7 +97,7 @@ def fit(
         summary = _summarise(result, name, storage, time.perf_counter() - start, cfg.keep_best_by)
     if error is not None:
         raise TrainingError(
-            f"training {variant} failed: {type(error).__name__}: {error}",
+            f"training {variant} failed: {_describe_failure(error)}",
             retryable=not _permanent(error),
             result=summary,
         ) from error
@@ -143,6 +143,14 @@ def _trainer_options(cfg: TrainConfig, name: str, ray_path: str, ray_fs: Any) ->
             logging_config=LoggingConfig(log_level=RAY_TRAIN_LOG_LEVEL),  # type: ignore[call-arg]  # V2 RunConfig
         ),
     }
+
+
+def _describe_failure(error: BaseException) -> str:
+    """One line: a worker's own senet-dist error (a shard that cannot be read, storage that stayed down) as the
+    worker raised it, else Ray's error as it is (a lost worker: Ray's text names it)."""
+    causes = list((getattr(error, "worker_failures", None) or {}).values()) + [error]
+    ours = next((c for c in (senet_cause(x) for x in causes) if c is not None), None)
+    return one_line(ours) if ours is not None else f"{type(error).__name__}: {error}"
 
 
 def _permanent(error: BaseException) -> bool:

@@ -77,7 +77,7 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
     lcfg = cfg.loader_config()
 
     def loader(split: str, epoch: int, train: bool) -> Loader:
-        return make_loader(version_dir, split, lcfg, rank=rank, world_size=world, epoch=epoch, train=train)
+        return make_loader(info, split, lcfg, rank=rank, world_size=world, epoch=epoch, train=train)
 
     steps = len(loader("train", 1, True))
     if cfg.max_steps_per_epoch is not None:

@@ -30,7 +30,7 @@ def lfw(lfw_shards_factory) -> Path:
 
 def _shards(vdir: Path, split: str, base: str) -> Shards:
     info = DatasetInfo.load(vdir)
-    return [(f"{base}/{p.name}", info.shard_counts[p.name]) for p in info.shards[split]]
+    return [(f"{base}/{Path(p).name}", n) for p, n in info.shard_entries(split)]
 
 
 def _upload(vdir: Path, bucket: str) -> str:

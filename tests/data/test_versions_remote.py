@@ -113,7 +113,7 @@ def test_bad_locations_give_one_line_each(s3_server, s3_bucket: str, monkeypatch
     with pytest.raises(StorageError) as unreachable:
         resolve_version(f"s3://{s3_bucket}/shards")
     assert unreachable.value.kind == "unreachable" and "unreachable" in _one_line(unreachable.value)
-    assert isinstance(unreachable.value, PermanentError)
+    assert not isinstance(unreachable.value, PermanentError)  # an outage or a typo: the flow retries once
 
 
 @pytest.fixture(scope="module")
