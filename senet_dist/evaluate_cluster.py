@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from senet_dist.evaluate import EvalReport, Samples, evaluate_checkpoint, sample_predictions
-from senet_dist.storage import local_dir, storage_env, storage_environment
-from senet_dist.train.checkpoint import locate_checkpoint, shown_location
+from senet_dist.storage import local_dir, redact, storage_env, storage_environment
+from senet_dist.train.checkpoint import locate_checkpoint
 
 if TYPE_CHECKING:
     from senet_dist.train.config import TrainConfig
@@ -73,7 +73,7 @@ def evaluate_here(
         ckpt = local_dir(located, Path(tmp) / "checkpoint")
         report = evaluate_checkpoint(ckpt, version, split=split, batch_size=batch_size, device=device, run_id=run_id)
         samples = sample_predictions(ckpt, version, split=split)
-    report.checkpoint = shown_location(located)
+    report.checkpoint = redact(located)
     return Evaluation(report, samples, _ray_node_id())
 
 

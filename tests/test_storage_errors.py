@@ -46,3 +46,9 @@ def test_redact_drops_query_and_userinfo() -> None:
     assert redact(LOC) == "s3://bucket/shards"
     assert redact("https://user:pw@host:9000/p?x=1") == "https://host:9000/p"
     assert redact("/plain/path") == "/plain/path"
+
+
+def test_redact_drops_query_and_user_info() -> None:
+    assert redact("s3://b/v/x.tar?endpoint_override=h:9000&secret_key=S") == "s3://b/v/x.tar"
+    assert redact("https://user:pw@host:8080/a/b.tar") == "https://host:8080/a/b.tar"
+    assert redact("/data/shards/x.tar") == "/data/shards/x.tar"

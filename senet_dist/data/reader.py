@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from senet_dist.errors import SenetError
-from senet_dist.storage import is_local, resolve_filesystem
+from senet_dist.errors import SenetError, one_line
+from senet_dist.storage import is_local, redact, resolve_filesystem
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +95,6 @@ def is_transient(exc: BaseException) -> bool:
     return not any(p in text for p in _PERMANENT)
 
 
-def public_uri(location: str) -> str:
-    """``location`` without a query string or user info (either may hold credentials): safe for logs and errors."""
-    if "://" not in location:
-        return location
-    parts = urlsplit(location)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return f"{parts.scheme}://{host}{parts.path}"
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
-
-
 _FILESYSTEMS: dict[tuple[int, str, str], pafs.FileSystem] = {}  # no lock: a rare duplicate client is harmless
 _ENV_KEYS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID")
 
@@ -148,7 +135,7 @@ class RemoteShard:
         chunk_bytes: int = CHUNK_BYTES,
         buffer_bytes: int = READ_AHEAD_BYTES,
     ) -> None:
-        self.uri = public_uri(location)
+        self.uri = redact(location)
         self.retry, self.chunk_bytes = retry or RetryPolicy(), chunk_bytes
         self.fetched = 0  # bytes received so far (the offset a retry resumes from)
         self.size = -1  # the object's size, known once it is opened
@@ -250,10 +237,10 @@ class RemoteShard:
                 if failures >= self.retry.attempts:
                     raise ShardUnavailableError(
                         f"shard {self.uri} unavailable: {failures} attempts over {time.monotonic() - since:.1f} s "
-                        f"failed; last error: {_one_line(exc)}"
+                        f"failed; last error: {one_line(exc)}"
                     ) from exc
                 wait = self.retry.delay(failures)
-                log.warning("reading %s failed (%s); retry %d in %.1f s", self.uri, _one_line(exc), failures, wait)
+                log.warning("reading %s failed (%s); retry %d in %.1f s", self.uri, one_line(exc), failures, wait)
                 self._stop.wait(wait)
                 continue
             failures = 0

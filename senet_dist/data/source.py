@@ -152,10 +152,13 @@ def _skipped(found: dict[str, Skipped], rel: str, cls: str, reason: str, size: i
 
 
 def _log_skipped(skipped: list[Skipped], root: str) -> None:
+    """A warning when something that looks like data was skipped; hidden entries alone (``.DS_Store``, a built-in
+    dataset's marker) are only logged: they are listed in rejected.parquet either way."""
     if skipped:
         reasons = Counter(s.reason for s in skipped).most_common()
         summary = ", ".join(f"{n} {reason}" for reason, n in reasons[:5]) + (", ..." if len(reasons) > 5 else "")
-        log.warning("skipped %d entries in %s: %s (e.g. %s)", len(skipped), root, summary, skipped[0].rel)
+        level = logging.INFO if all(s.reason.startswith("hidden") for s in skipped) else logging.WARNING
+        log.log(level, "skipped %d entries in %s: %s (e.g. %s)", len(skipped), root, summary, skipped[0].rel)
 
 
 def _check_classes(per_split: dict[str | None, dict[str, list[_Entry]]], classes: list[str], root: str) -> None:

@@ -25,8 +25,9 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from senet_dist.errors import PermanentError
+from senet_dist.storage_errors import redact
 
-from .reader import RemoteShard, RetryPolicy, ShardUnavailableError, open_shard, public_uri, read_ahead
+from .reader import RemoteShard, RetryPolicy, ShardUnavailableError, open_shard, read_ahead
 
 IMAGE_KEYS = ("jpg", "png", "jpeg")
 
@@ -47,7 +48,7 @@ def iter_shard(
     unreachable through the retry budget raises ``ShardUnavailableError`` (retryable). ``stream``: already opened
     (e.g. fetched ahead by :func:`read_ahead`); else the shard is opened here.
     """
-    uri = public_uri(location)
+    uri = redact(location)
     want = "" if expected is None else f", {expected} samples expected"
     n = 0
     try:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 import torch
 from torch import nn
 
 from senet_dist.models import create_model
-from senet_dist.storage import is_local, is_uri, join, local_dir, read_bytes, resolve_filesystem
+from senet_dist.storage import is_local, join, local_dir, read_bytes, redact, resolve_filesystem
 
 CHECKPOINT_FILE = "checkpoint.pt"
 META_FILE = "meta.json"
@@ -114,9 +113,7 @@ def locate_checkpoint(location: str | Path) -> str:
     metas = fs.get_file_info([f"{root}/{name}/{META_FILE}" for name in names])
     kept = [name for name, info in zip(names, metas, strict=True) if info.type == pafs.FileType.File]
     if not kept:
-        raise CheckpointError(
-            f"{shown_location(loc)} is neither a senet-dist checkpoint nor a run directory holding one"
-        )
+        raise CheckpointError(f"{redact(loc)} is neither a senet-dist checkpoint nor a run directory holding one")
     ranks = {name: _rank(json.loads(read_bytes(join(loc, name, META_FILE)))) for name in kept}
     return join(loc, max(kept, key=ranks.__getitem__))
 
@@ -125,13 +122,3 @@ def fetch_checkpoint(location: str | Path, scratch: str | Path) -> Path:
     """The checkpoint ``location`` names (see ``locate_checkpoint``) as a directory on this machine: a local one as
     it is, a remote one downloaded into ``scratch`` (only that checkpoint, never the whole run)."""
     return local_dir(locate_checkpoint(location), scratch)
-
-
-def shown_location(location: str | Path) -> str:
-    """A location fit for a message or a report: a URI without its query string (which may carry keys or tokens);
-    a plain path as it is."""
-    loc = str(location)
-    if not is_uri(loc):
-        return loc
-    parts = urlsplit(loc)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))

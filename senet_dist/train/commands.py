@@ -113,17 +113,17 @@ def evaluate_command(
     import tempfile
 
     from senet_dist.evaluate import evaluate_checkpoint
-    from senet_dist.storage import local_dir
-    from senet_dist.train.checkpoint import locate_checkpoint, shown_location
+    from senet_dist.storage import local_dir, redact
+    from senet_dist.train.checkpoint import locate_checkpoint
 
     console = console or Console()
     version = resolve_version(data)
     located = locate_checkpoint(checkpoint)
     with tempfile.TemporaryDirectory(prefix="senet-eval-") as tmp:
         ckpt = local_dir(located, Path(tmp) / "checkpoint")
-        with console.status(f"evaluating {shown_location(located)} on {split} ..."):
+        with console.status(f"evaluating {redact(located)} on {split} ..."):
             report = evaluate_checkpoint(ckpt, version, split=split, batch_size=batch_size, device=device)
-        report.checkpoint = shown_location(located)
+        report.checkpoint = redact(located)
         _print_report(report, split, console)
         if out_dir is not None:
             _write_report(report, ckpt, version, split, Path(out_dir), console)

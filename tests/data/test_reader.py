@@ -18,7 +18,6 @@ from senet_dist.data.reader import (
     filesystem,
     is_transient,
     open_shard,
-    public_uri,
     read_ahead,
 )
 from senet_dist.data.stream import read_amplification
@@ -30,12 +29,6 @@ from tests.s3proxy import TcpProxy
 def test_retry_delays_double_up_to_the_cap() -> None:
     policy = RetryPolicy(attempts=6, base_delay=0.5, max_delay=3.0)
     assert [policy.delay(k) for k in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
-
-
-def test_public_uri_drops_query_and_user_info() -> None:
-    assert public_uri("s3://b/v/x.tar?endpoint_override=h:9000&secret_key=S") == "s3://b/v/x.tar"
-    assert public_uri("https://user:pw@host:8080/a/b.tar") == "https://host:8080/a/b.tar"
-    assert public_uri("/data/shards/x.tar") == "/data/shards/x.tar"
 
 
 def _s3_error(location: str) -> OSError:
