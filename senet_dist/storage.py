@@ -40,10 +40,17 @@ __all__ = [
 ]
 
 
+# Set to 0 where every node has its own storage settings (e.g. a Kubernetes secret per pod): then the driver's keys are
+# not handed to Ray tasks and workers (where they would sit in Ray's object store).
+SHIP_STORAGE_ENV = "SENET_SHIP_STORAGE_ENV"
+
+
 def storage_env() -> dict[str, str]:
     """This process's object-storage settings (``AWS_*``: endpoint, region, keys), handed to Ray tasks and training
     workers: they inherit their raylet's environment, not the driver's, so without them a node would reach another
     endpoint or none (Ray Train already ships the checkpoint filesystem, keys included, the same way)."""
+    if os.environ.get(SHIP_STORAGE_ENV, "1") == "0":
+        return {}
     return {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
 
 

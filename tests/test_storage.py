@@ -116,3 +116,15 @@ def test_s3_small_objects(s3_bucket: str) -> None:
     assert storage.read_bytes(uri) == b"v0002-deadbeef\n"
     with pytest.raises(FileNotFoundError):
         storage.read_bytes(storage.join(f"s3://{s3_bucket}", "shards", "MISSING"))
+
+
+def test_storage_env_ships_the_aws_settings_unless_switched_off(monkeypatch):
+    from senet_dist.storage import SHIP_STORAGE_ENV, storage_env
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("HOME_NOT_AWS", "x")
+    shipped = storage_env()
+    assert shipped["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9" and "HOME_NOT_AWS" not in shipped
+    monkeypatch.setenv(SHIP_STORAGE_ENV, "0")  # every node has its own settings: keep the keys on the driver
+    assert storage_env() == {}

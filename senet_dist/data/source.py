@@ -100,12 +100,15 @@ def _list(root: str) -> tuple[list[_Entry], set[tuple[str, ...]]]:
         query = urlsplit(root).query if storage.is_uri(root) else ""
         message = str(exc).replace(root, shown_location(root))
         raise DatasetError(message.replace(query, "...") if query else message) from None
-    if fs.get_file_info(base).type != pafs.FileType.Directory:
-        raise DatasetError(f"source directory does not exist: {shown_location(root)}")
+    with storage.storage_errors(root):  # a missing bucket, refused keys, a dead endpoint: one StorageError line
+        storage.check_bucket(root)
+        if fs.get_file_info(base).type != pafs.FileType.Directory:
+            raise DatasetError(f"source directory does not exist: {shown_location(root)}")
+        listing = fs.get_file_info(pafs.FileSelector(base, recursive=True))
     prefix = base.rstrip("/") + "/"
     files: list[_Entry] = []
     dirs: set[tuple[str, ...]] = set()
-    for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+    for info in listing:
         parts = tuple(info.path[len(prefix) :].strip("/").split("/"))
         if info.type == pafs.FileType.Directory:
             dirs.add(parts)

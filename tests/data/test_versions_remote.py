@@ -12,6 +12,7 @@ import pytest
 from senet_dist.data import DatasetError, DatasetInfo, ShardConfig, latest_version, list_versions, shard_dataset
 from senet_dist.data.groups import sharding_executor
 from senet_dist.data.manifest import resolve_version
+from senet_dist.data.source import scan_source
 from senet_dist.errors import ConfigError, PermanentError
 from senet_dist.storage import StorageError, list_files, read_bytes, resolve_filesystem
 from senet_dist.train.config import TrainConfig
@@ -142,6 +143,9 @@ def test_wrong_credentials_one_line_without_the_secret(auth_s3, monkeypatch: pyt
     with pytest.raises(ConfigError) as via_config:  # what fit() and `senet-dist train` run before any worker
         TrainConfig().validate("s3://some-bucket/shards")
     assert "access denied" in _one_line(via_config.value, SECRET)
+    with pytest.raises(StorageError) as source:  # an ImageFolder source in the same store: before any hashing
+        scan_source("s3://some-bucket/photos")
+    assert source.value.kind == "access_denied" and "access denied" in _one_line(source.value, SECRET)
 
 
 def test_train_config_validate_refuses_a_uri_without_a_version(s3_bucket: str) -> None:
