@@ -7,6 +7,8 @@ worker or node, a storage hiccup) may pass on a second try. :func:`is_retryable`
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class SenetError(Exception):
     """Base of every error senet-dist raises deliberately."""
@@ -44,29 +46,25 @@ def is_retryable(exc: BaseException) -> bool:
     return bool(getattr(exc, "retryable", True))
 
 
-def caused_by_permanent(exc: BaseException) -> bool:
-    """True when ``exc`` or anything in its cause/context chain is a :class:`PermanentError`."""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and its cause/context chain, through Ray Train's wrapping of a worker's exception
+    (``UserExceptionWithTraceback`` keeps it as ``_base_exc``)."""
     seen: set[int] = set()
     node: BaseException | None = exc
     while node is not None and id(node) not in seen:
-        if isinstance(node, PermanentError):
-            return True
+        yield node
         seen.add(id(node))
-        # Ray Train wraps a worker's exception (UserExceptionWithTraceback keeps it as ``_base_exc``)
         node = getattr(node, "_base_exc", None) or node.__cause__ or node.__context__
-    return False
+
+
+def caused_by_permanent(exc: BaseException) -> bool:
+    """True when ``exc`` or anything in its cause/context chain is a :class:`PermanentError`."""
+    return any(isinstance(node, PermanentError) for node in _chain(exc))
 
 
 def senet_cause(exc: BaseException) -> SenetError | None:
     """The first of senet-dist's own errors in ``exc``'s cause/context chain (through Ray's wrapping), if any."""
-    seen: set[int] = set()
-    node: BaseException | None = exc
-    while node is not None and id(node) not in seen:
-        if isinstance(node, SenetError):
-            return node
-        seen.add(id(node))
-        node = getattr(node, "_base_exc", None) or node.__cause__ or node.__context__
-    return None
+    return next((node for node in _chain(exc) if isinstance(node, SenetError)), None)
 
 
 def one_line(exc: BaseException) -> str:
