@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
+from senet_dist.train.results import EpochMetrics
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
@@ -114,3 +116,24 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def epoch_metrics(**fields: Any) -> EpochMetrics:
+    """One epoch's metrics with plausible values; a test sets the fields it looks at."""
+    base: dict[str, Any] = dict(
+        epoch=1,
+        train_loss=1.0,
+        train_acc=0.5,
+        val_loss=1.0,
+        val_acc=0.5,
+        best_val_acc=0.5,
+        lr=0.1,
+        img_per_s=100.0,
+        train_seconds=1.0,
+        epoch_seconds=1.2,
+        steps=3,
+        world_size=2,
+        resumed_from_epoch=0,
+        stopped_early=False,
+    )
+    return EpochMetrics(**(base | fields))

@@ -9,7 +9,7 @@ import pytest
 
 from senet_dist.evaluate import classification_metrics, confusion_matrix
 from senet_dist.plots import plot_confusion_matrix, plot_curves
-from senet_dist.train.results import EpochMetrics
+from tests.helpers import epoch_metrics
 
 
 def test_confusion_matrix_counts_pairs() -> None:
@@ -38,25 +38,7 @@ def test_class_never_predicted_or_absent_gives_zero_not_nan() -> None:
 
 def test_plots_write_pngs(tmp_path) -> None:
     cm_png = plot_confusion_matrix(np.eye(3, dtype=int) * 5, ["a", "b", "c"], tmp_path / "cm.png")
-    hist = [
-        EpochMetrics(
-            epoch=e,
-            train_loss=1 / e,
-            val_loss=1.1 / e,
-            train_acc=0.5,
-            val_acc=0.4,
-            best_val_acc=0.4,
-            lr=0.1,
-            img_per_s=100.0,
-            train_seconds=1.0,
-            epoch_seconds=1.2,
-            steps=3,
-            world_size=2,
-            resumed_from_epoch=0,
-            stopped_early=False,
-        )
-        for e in (1, 2)
-    ]
+    hist = [epoch_metrics(epoch=e, train_loss=1 / e, val_loss=1.1 / e, val_acc=0.4, best_val_acc=0.4) for e in (1, 2)]
     curves = plot_curves(hist, tmp_path / "sub" / "curves.png")
     for p in (cm_png, curves):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000

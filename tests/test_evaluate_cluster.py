@@ -82,7 +82,8 @@ def test_record_success_writes_the_drivers_report_from_the_cluster(ray_up, lfw_c
     from senet_dist.pipeline.runs import config_json
     from senet_dist.pipeline.steps import _record_success
     from senet_dist.storage import join, read_bytes
-    from senet_dist.train.results import EpochMetrics, FitResult
+    from senet_dist.train.results import FitResult
+    from tests.helpers import epoch_metrics
 
     ckpt, version, info = lfw_checkpoint
     cfg = PipelineConfig(artifacts=str(tmp_path / "artifacts"), variants=["se_resnet_tiny"])
@@ -98,7 +99,17 @@ def test_record_success_writes_the_drivers_report_from_the_cluster(ray_up, lfw_c
         "dataset_fingerprint": info.fingerprint,
         "started_at": utcnow(),
     }
-    epoch = EpochMetrics(2, 0.5, 0.8, 0.5, 0.8, 0.8, 0.05, 100.0, 1.0, 1.2, 6, 1, 0, False)
+    epoch = epoch_metrics(
+        epoch=2,
+        train_loss=0.5,
+        train_acc=0.8,
+        val_loss=0.5,
+        val_acc=0.8,
+        best_val_acc=0.8,
+        lr=0.05,
+        steps=6,
+        world_size=1,
+    )
     result = FitResult("run-3", str(tmp_path), [epoch], str(ckpt), str(ckpt), [str(ckpt)], 3.0, 1000)
     summary = _record_success(store, base_row, result, version, cfg, 3.0)
     driver = evaluate_checkpoint(ckpt, version, split="test", run_id="run-3")

@@ -7,26 +7,21 @@ import io
 from rich.console import Console
 
 from senet_dist.train.commands import _print_wide, history_table
-from senet_dist.train.results import EpochMetrics
+from tests.helpers import epoch_metrics
 
 
 def test_the_epoch_table_is_not_truncated_when_output_goes_to_a_file():
     history = [
-        EpochMetrics(
-            epoch=1,
+        epoch_metrics(
             train_loss=1.2205,
             train_acc=0.6705,
             val_loss=1.6393,
             val_acc=0.5933,
             best_val_acc=0.5933,
-            lr=0.1,
             img_per_s=596.0,
             epoch_seconds=98.9,
             train_seconds=95.0,
             steps=445,
-            world_size=2,
-            resumed_from_epoch=0,
-            stopped_early=False,
             ema_val_loss=0.4795,
             ema_val_acc=0.8390,
         )
