@@ -129,6 +129,24 @@ def resolve_filesystem(location: str | os.PathLike[str]) -> tuple[pafs.FileSyste
     return fs, path.rstrip("/") or path
 
 
+_FILESYSTEMS: dict[tuple[str, ...], tuple[pafs.FileSystem, str]] = {}  # no lock: a rare duplicate client is harmless
+
+
+def cached_filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    """:func:`resolve_filesystem` for a URI, with one filesystem per process, bucket and storage settings.
+
+    For readers that open many objects (source images in a process pool, shards in a DataLoader worker): an S3 client
+    holds a connection pool, and one per object would reconnect every time. The key holds the process id (a client
+    inherited through fork is never reused) and the S3 settings of the environment (a changed endpoint or key never
+    gets a stale client)."""
+    u = urlsplit(location, allow_fragments=False)  # a "#" in an object name is part of its path
+    key = (str(os.getpid()), u.scheme, u.netloc, u.query, repr(sorted(s3_options_from_env().items())))
+    if key not in _FILESYSTEMS:
+        _FILESYSTEMS[key] = resolve_filesystem(urlunsplit((u.scheme, u.netloc, "", u.query, "")))
+    fs, root = _FILESYSTEMS[key]
+    return fs, f"{root.rstrip('/')}/{u.path.lstrip('/')}"
+
+
 def uri_for(location: str | os.PathLike[str], path: str) -> str:
     """The location of ``path`` (a path inside ``location``'s filesystem) in ``location``'s own form:
     a plain path stays a path; a URI keeps its scheme and query (e.g. an S3 endpoint override)."""

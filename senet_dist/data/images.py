@@ -12,10 +12,8 @@ import os
 import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-import pyarrow.fs as pafs
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from senet_dist import storage
@@ -64,29 +62,12 @@ class Rejected:
     src_bytes: int = 0
 
 
-_FILESYSTEMS: dict[tuple[str, ...], tuple[pafs.FileSystem, str]] = {}
-
-
-def _remote(location: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path in it) for a URI, with ONE filesystem per bucket and settings in this process.
-
-    ``process_image`` runs once per file in a process pool: building an S3 client per file would cost a client and a
-    new connection each time. The key includes the process id (a client inherited through fork is never reused) and
-    the S3 settings of the environment (a changed endpoint or key is never served by a stale client)."""
-    u = urlsplit(location, allow_fragments=False)  # a "#" in a file name is part of the path
-    key = (str(os.getpid()), u.scheme, u.netloc, u.query, repr(sorted(storage.s3_options_from_env().items())))
-    if key not in _FILESYSTEMS:
-        _FILESYSTEMS[key] = storage.resolve_filesystem(urlunsplit((u.scheme, u.netloc, "", u.query, "")))
-    fs, bucket = _FILESYSTEMS[key]
-    return fs, f"{bucket.rstrip('/')}/{u.path.lstrip('/')}"
-
-
 def open_source(location: str | os.PathLike) -> BinaryIO:
     """Open a source file for reading: plain ``open`` for a local path, a ``pyarrow.fs`` input stream for a URI."""
     loc = str(location)
     if storage.is_local(loc):
         return open(loc.removeprefix("file://"), "rb")
-    fs, path = _remote(loc)
+    fs, path = storage.cached_filesystem(loc)
     return fs.open_input_stream(path, compression=None)  # a NativeFile: read(n) and close like a binary file
 
 

@@ -14,7 +14,6 @@ WebDataset's ``gopen`` has no ``s3://`` handler; one pyarrow path covers local d
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import re
 import threading
@@ -23,13 +22,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO
-from urllib.parse import urlsplit
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from senet_dist.errors import SenetError, one_line
-from senet_dist.storage import is_local, redact, resolve_filesystem
+from senet_dist.storage import cached_filesystem, is_local, redact
 
 log = logging.getLogger(__name__)
 
@@ -93,29 +90,6 @@ def is_transient(exc: BaseException) -> bool:
         code = int(status.group(1))
         return code >= 500 or code in _RETRYABLE_STATUS
     return not any(p in text for p in _PERMANENT)
-
-
-_FILESYSTEMS: dict[tuple[int, str, str], pafs.FileSystem] = {}  # no lock: a rare duplicate client is harmless
-_ENV_KEYS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID")
-
-
-def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
-    """``(filesystem, path in it)`` for a URI, reusing one filesystem per process and bucket.
-
-    Why a cache: an S3 client holds a connection pool; one per shard would reconnect for every shard. Keyed by the
-    process id (a client must not cross a fork into DataLoader workers) and the endpoint settings in the environment.
-    """
-    parts = urlsplit(location)
-    prefix = f"{parts.scheme}://{parts.netloc}?{parts.query}"
-    key = (os.getpid(), prefix, "|".join(os.environ.get(k, "") for k in _ENV_KEYS))
-    cached = _FILESYSTEMS.get(key)
-    if cached is None:
-        cached, path = resolve_filesystem(location)
-        _FILESYSTEMS[key] = cached
-        return cached, path
-    # the path inside the filesystem, as resolve_filesystem forms it: bucket/key, or the host's own path for file://
-    local_path = parts.scheme in ("file", "hdfs", "viewfs")
-    return cached, (parts.path if local_path else parts.netloc + "/" + parts.path.strip("/"))
 
 
 _EOF = object()
@@ -217,7 +191,7 @@ class RemoteShard:
             tried_at = time.monotonic()
             try:
                 if f is None:
-                    fs, path = filesystem(self._location)
+                    fs, path = cached_filesystem(self._location)
                     f = fs.open_input_file(path)
                     self.size = f.size()
                     f.seek(self.fetched)  # a retry resumes where the bytes already handed on end

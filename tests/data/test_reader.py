@@ -15,13 +15,12 @@ from senet_dist.data import loader as loader_module
 from senet_dist.data.reader import (
     RemoteShard,
     RetryPolicy,
-    filesystem,
     is_transient,
     open_shard,
     read_ahead,
 )
 from senet_dist.data.stream import read_amplification
-from senet_dist.storage import upload_dir, write_bytes
+from senet_dist.storage import cached_filesystem, upload_dir, write_bytes
 from tests.helpers import free_port, wait_until
 from tests.s3proxy import TcpProxy
 
@@ -32,7 +31,7 @@ def test_retry_delays_double_up_to_the_cap() -> None:
 
 
 def _s3_error(location: str) -> OSError:
-    fs, path = filesystem(location)
+    fs, path = cached_filesystem(location)
     with pytest.raises(OSError) as info:
         fs.open_input_file(path)
     return info.value
