@@ -12,7 +12,7 @@ app = typer.Typer(
 )
 datasets_app = typer.Typer(help="Offline real datasets, materialised as ImageFolder trees.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
-console = Console()
+console = Console(soft_wrap=True)  # a message line stays one line in a log or pipe (tables still fit the width)
 
 
 def _fail(exc: Exception) -> None:
