@@ -4,6 +4,7 @@ Registered in ``senet_dist.cli.__init__``; unset options take the pipeline confi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -33,13 +34,14 @@ def report(
 
 def run(
     data: Annotated[
-        str | None, typer.Option(help="ImageFolder path or built-in dataset (NAME or NAME:PER_CLASS)")
+        str | None,
+        typer.Option(help="ImageFolder (path or s3:// URI) or built-in dataset (NAME or NAME:PER_CLASS)"),
     ] = None,
     variant: Annotated[list[str] | None, typer.Option(help="Model variant (repeatable)")] = None,
     config: Annotated[
         Path | None, typer.Option(help="Recipe (configs/recipes/): variants, train and shard sections")
     ] = None,
-    shards: Annotated[str | None, typer.Option(help="Shards root")] = None,
+    shards: Annotated[str | None, typer.Option(help="Shards root (local dir or s3:// URI)")] = None,
     artifacts: Annotated[
         str | None, typer.Option(help="Artifacts root (local dir or s3:// URI); $SENET_ARTIFACTS when unset")
     ] = None,
@@ -73,6 +75,9 @@ def run(
         PipelineConfig.parse({**params, "train": overrides}).validate()
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
+    # Prefect's temporary server would report usage to Prefect, and its telemetry heartbeat races the flow for the
+    # SQLite database at start-up ("database is locked" tracebacks in the output): off unless the user set it.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.train_senet import train_senet
 
     state = train_senet(**params, train=overrides, force=force, concurrent=concurrent, return_state=True)
