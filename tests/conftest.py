@@ -8,6 +8,7 @@
   A package's ``lfw_source`` / ``lfw_version`` fixtures pick its slice (tests/flows: 24 per class; tests/reliability:
   40 per class; tests/train: all 200 images);
 - ``lfw_checkpoint``: a real se_resnet_tiny checkpoint trained in-process (no Ray) on all of lfw-subset;
+- ``tiny_config(**overrides)``: the seeded tiny TrainConfig that Ray training tests use;
 - ``s3_server`` / ``s3_bucket``: a real S3 endpoint on loopback (tests/s3server.py); ``s3_proxy``: the same endpoint
   behind a TCP proxy that can go down for an outage (tests/s3proxy.py).
 
@@ -156,6 +157,31 @@ def lfw_checkpoint(lfw_shards_factory, tmp_path_factory: pytest.TempPathFactory)
     }
     ckpt = save_checkpoint(root / "ckpt", training_state(comp), meta)
     return ckpt, version, info
+
+
+# ---- training configs ------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_config():
+    """Factory: ``tiny_config(**dotted_overrides)``, a seeded tiny-model TrainConfig that reliably separates lfw-subset
+    in 2 epochs on 2 CPU workers."""
+    return _tiny_config
+
+
+def _tiny_config(**overrides):
+    from senet_dist.train import TrainConfig
+
+    base = {
+        "model": "se_resnet_tiny",
+        "epochs": 2,
+        "batch_size": 16,
+        "num_workers": 2,
+        "loader_workers": 1,
+        "image_size": 32,
+        "optimizer.lr": 0.05,
+        "loader.crop_scale": [0.5, 1.0],
+        "seed": 0,
+    }
+    return TrainConfig().with_overrides(base | overrides)
 
 
 # ---- S3 --------------------------------------------------------------------------------------------

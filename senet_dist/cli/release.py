@@ -135,6 +135,7 @@ def predict(
     """Classify images in batches: one Parquet row per input (top-k labels, or the reason it failed)."""
     from rich.progress import Progress
 
+    from senet_dist.errors import PermanentError
     from senet_dist.release.predict import PredictError
     from senet_dist.release.predict import predict as run_predict
 
@@ -156,7 +157,7 @@ def predict(
                 progress=lambda n: bar.advance(task, n),
                 on_total=lambda n: bar.update(task, total=n),
             )
-        except (PredictError, FileNotFoundError) as exc:
+        except (PredictError, FileNotFoundError, PermanentError) as exc:  # PermanentError: e.g. a refused checkpoint
             _fail(exc)
     m = summary.model
     console.print(

@@ -9,6 +9,9 @@ A checkpoint or run directory may be a local path or any ``pyarrow.fs`` URI (``s
 from __future__ import annotations
 
 import json
+import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import pyarrow.fs as pafs
 import torch
 from torch import nn
 
+from senet_dist.errors import PermanentError
 from senet_dist.models import create_model
 from senet_dist.storage import is_local, join, local_dir, read_bytes, redact, resolve_filesystem
 
@@ -23,8 +27,9 @@ CHECKPOINT_FILE = "checkpoint.pt"
 META_FILE = "meta.json"
 
 
-class CheckpointError(ValueError):
-    """The directory is not a senet-dist checkpoint."""
+class CheckpointError(PermanentError, ValueError):
+    """The directory is not a usable senet-dist checkpoint: missing files, a torn or corrupt file, or a file that
+    would need code to load (refused: see :func:`load_state`)."""
 
 
 def save_checkpoint(directory: str | Path, state: dict[str, Any], meta: dict[str, Any]) -> Path:
@@ -40,15 +45,61 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / META_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a senet-dist checkpoint (no {META_FILE})")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} holds a {type(meta).__name__}, not a checkpoint's metadata object")
+    return meta
 
 
 def load_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(directory) / CHECKPOINT_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a senet-dist checkpoint (no {CHECKPOINT_FILE})")
-    # weights_only=False: the state holds plain python config/history next to tensors; we wrote it ourselves.
-    return torch.load(path, map_location=map_location, weights_only=False)
+    return load_state(path, map_location)
+
+
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL (\S+)")
+
+
+def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A ``torch.save`` file loaded as data only (``weights_only=True``): tensors, numbers, strings, lists, dicts.
+
+    A checkpoint is a file someone downloaded or uploaded to the bucket; an unrestricted unpickle would run whatever
+    code its pickle names. senet-dist writes only tensors and plain values (the config and history as JSON-safe
+    data), so anything that needs more (a pickled object, a TorchScript archive) is refused with one line."""
+    path = Path(path)
+    if _is_torchscript(path):
+        raise CheckpointError(f"{path} is a TorchScript archive (code), not a checkpoint of weights: refused")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _BLOCKED_GLOBAL.search(str(exc))
+        needs = f" (it names {found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{path} needs code to load{needs}: refused; a senet-dist checkpoint holds only tensors and plain values"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint (torn or corrupt: {_first_line(exc)})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint's state dict")
+    return state
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zips with a ``code/`` folder (``torch.load`` would hand them to ``torch.jit.load``)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(name.split("/")[1:2] == ["code"] for name in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 WEIGHTS = ("auto", "model", "ema")
@@ -70,8 +121,11 @@ def model_from_checkpoint(
     chosen = meta.get("better_weights", "model") if weights == "auto" else weights
     if chosen == "ema" and not state.get("ema"):
         raise CheckpointError(f"{directory} holds no EMA weights (the run had ema.enabled false)")
-    model = create_model(meta["model"], num_classes=meta["num_classes"], **meta.get("model_kwargs", {}))
-    model.load_state_dict(state["ema"]["model"] if chosen == "ema" else state["model"])
+    try:
+        model = create_model(meta["model"], num_classes=meta["num_classes"], **meta.get("model_kwargs", {}))
+        model.load_state_dict(state["ema"]["model"] if chosen == "ema" else state["model"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:  # a meta.json / state that do not fit together
+        raise CheckpointError(f"{directory} does not hold a loadable model: {_first_line(exc)}") from None
     return model, {**meta, "weights": chosen}
 
 
