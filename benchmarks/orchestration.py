@@ -61,9 +61,8 @@ PROBES = [
     ("Ray init (RaySession)", "senet_dist.train.session", "RaySession.__enter__"),  # the flow's or fit's own
     ("Ray Train TorchTrainer.fit", "ray.train.torch", "TorchTrainer.fit"),
     ("Ray shutdown", "ray", "shutdown"),
-    ("evaluate_checkpoint (test split)", "senet_dist.evaluate", "evaluate_checkpoint"),
-    ("plots (confusion matrix + curves)", "senet_dist.plots", "plot_confusion_matrix"),
-    ("plots (confusion matrix + curves)", "senet_dist.plots", "plot_curves"),
+    ("evaluate (test split)", "senet_dist.evaluation.cluster", "evaluate_model"),
+    ("report (report.json + plots)", "senet_dist.evaluation.report", "write_report"),
     ("table writes (ArtifactStore.append)", "senet_dist.artifacts", "ArtifactStore.append"),
     ("table reads (ArtifactStore.read)", "senet_dist.artifacts", "ArtifactStore.read"),
 ]

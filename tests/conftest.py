@@ -130,7 +130,7 @@ def lfw_checkpoint(lfw_shards_factory, tmp_path_factory: pytest.TempPathFactory)
     import torch
 
     from senet_dist.data import DatasetInfo, LoaderConfig, make_loader
-    from senet_dist.train.checkpoint import save_checkpoint
+    from senet_dist.train.checkpoint import CheckpointMeta, save_checkpoint
     from senet_dist.train.components import build_components, training_state
     from senet_dist.train.config import TrainConfig
     from senet_dist.train.loops import train_epoch
@@ -145,16 +145,16 @@ def lfw_checkpoint(lfw_shards_factory, tmp_path_factory: pytest.TempPathFactory)
     for epoch in (1, 2):
         loader = make_loader(version, "train", lcfg, epoch=epoch)
         train_epoch(comp.model, loader, comp.criterion, comp.optimizer, comp.scheduler, comp.opts)
-    meta = {
-        "model": cfg.model,
-        "model_kwargs": {},
-        "num_classes": info.num_classes,
-        "classes": info.classes,
-        "image_size": 32,
-        "epoch": 2,
-        "run_name": "eval-test",
-        "history": [],
-    }
+    meta = CheckpointMeta(
+        model=cfg.model,
+        num_classes=info.num_classes,
+        classes=list(info.classes),
+        image_size=32,
+        epoch=2,
+        run_name="eval-test",
+        dataset_version=info.version,
+        dataset_fingerprint=info.fingerprint,
+    )
     ckpt = save_checkpoint(root / "ckpt", training_state(comp), meta)
     return ckpt, version, info
 

@@ -214,6 +214,7 @@ TABLES: dict[str, TableSpec] = {
                     _f("metrics_json", pa.string()),
                     _f("checkpoint_uri", pa.string()),
                     _f("export_uris", pa.list_(pa.string())),
+                    _f("export_sha256", pa.list_(pa.string())),  # each export's model file digest ("": unknown)
                     _f("promoted_at", TS),
                     _f("reason", pa.string()),
                     _f("created_at", TS, False),

@@ -1,6 +1,6 @@
 """``senet-dist`` command line: thin wrappers over the library (heavy imports are lazy so ``--help`` is quick).
 
-``common`` holds the app, console and ``_fail``; the commands live in ``data``, ``train``, ``flow`` and ``release``
+``common`` holds the app, console and ``fail``; the commands live in ``data``, ``train``, ``flow`` and ``release``
 and are registered here, explicitly, in the order ``senet-dist --help`` lists them."""
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""The pieces every ``senet-dist`` command module shares: the Typer app, its sub-Typers, the console, ``_fail``."""
+"""The pieces every ``senet-dist`` command module shares: the Typer app, its sub-Typers, the console, ``fail``."""
 
 from __future__ import annotations
+
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -15,7 +17,7 @@ app.add_typer(datasets_app, name="datasets")
 console = Console(soft_wrap=True)  # a message line stays one line in a log or pipe (tables still fit the width)
 
 
-def _fail(exc: Exception) -> None:
+def fail(exc: Exception) -> NoReturn:
     """Bad input is the user's to fix: one clear line on stderr (never wrapped), exit code 2, no traceback."""
     message = " ".join(str(exc).split())
     typer.echo(f"error: {message}", err=True)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from senet_dist.cli.common import _fail, console
+from senet_dist.cli.common import console, fail
 from senet_dist.data.config import ShardConfig
 from senet_dist.errors import PermanentError
 
@@ -46,7 +46,7 @@ def datasets_fetch(
     try:
         out = fetch_dataset(name, dest, limit_per_class=limit_per_class)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"[green]wrote[/] {out}")
 
 
@@ -103,7 +103,7 @@ def shard(
         )
         result = shard_dataset(src, out, cfg)
     except (ValueError, FileNotFoundError, PermanentError) as exc:  # PermanentError: e.g. a bad storage location
-        _fail(exc)
+        fail(exc)
     state = "[green]new version[/]" if result.changed else "[yellow]unchanged[/]"
     console.print(
         f"{state} {result.version_dir} fingerprint={result.fingerprint[:12]} counts={dict(result.counts)} "

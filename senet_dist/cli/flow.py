@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from senet_dist.cli.common import _fail, console
+from senet_dist.cli.common import console, fail
 
 
 def report(
@@ -22,8 +22,8 @@ def report(
 ) -> None:
     """Print the leaderboard from the Arrow tables (and optionally a comparison PNG)."""
     from senet_dist.artifacts import ArtifactStore
+    from senet_dist.evaluation.leaderboard import format_leaderboard, leaderboard, plot_comparison
     from senet_dist.pipeline import default_artifacts
-    from senet_dist.report import format_leaderboard, leaderboard, plot_comparison
 
     table = leaderboard(ArtifactStore(artifacts or default_artifacts()))
     console.print(format_leaderboard(table))
@@ -74,7 +74,7 @@ def run(
             params = {**recipe, **params}
         PipelineConfig.parse({**params, "train": overrides}).validate()
     except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+        fail(exc)
     # Prefect's temporary server would report usage to Prefect, and its telemetry heartbeat races the flow for the
     # SQLite database at start-up ("database is locked" tracebacks in the output): off unless the user set it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from senet_dist.cli.common import _fail, console
+from senet_dist.cli.common import console, fail
 
 _ARTIFACTS = "Artifacts root holding the tables (local dir or s3:// URI) [default: $SENET_ARTIFACTS, else ./artifacts]"
 
@@ -40,7 +40,7 @@ def export(
     try:
         result = export_model(source, format_, out, store=_store(artifacts), data=data, num_images=images)
     except (ExportError, CheckpointError, FileNotFoundError) as exc:
-        _fail(exc)
+        fail(exc)
     except VerificationError as exc:
         typer.echo(f"export verification failed: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -88,16 +88,16 @@ def promote(
     artifacts: Annotated[str | None, typer.Option(help=_ARTIFACTS)] = None,
 ) -> None:
     """Make a model its dataset's champion (a person's decision, no gate); the old champion is archived."""
-    from senet_dist.release import promotion
+    from senet_dist.release import registry as reg
     from senet_dist.release.registry import RegistryError, find
 
     store = _store(artifacts)
     try:
         if dataset is not None and find(store, model_id) is None:
-            promotion.register_run(store, model_id, dataset, reason=f"registered for promotion: {reason}")
-        rec = promotion.promote(store, model_id, reason)
+            reg.register_run(store, model_id, dataset, reason=f"registered for promotion: {reason}")
+        rec = reg.promote(store, model_id, reason)
     except RegistryError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"[green]champion of {rec.dataset}:[/] {rec.model_id} ({rec.reason})")
 
 
@@ -107,13 +107,13 @@ def rollback(
     artifacts: Annotated[str | None, typer.Option(help=_ARTIFACTS)] = None,
 ) -> None:
     """Retire DATASET's champion and restore the champion it replaced."""
-    from senet_dist.release import promotion
+    from senet_dist.release import registry as reg
     from senet_dist.release.registry import RegistryError
 
     try:
-        restored, retired = promotion.rollback(_store(artifacts), dataset, reason)
+        restored, retired = reg.rollback(_store(artifacts), dataset, reason)
     except RegistryError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"[green]champion of {dataset}:[/] {restored.model_id} (was {retired.model_id}, now archived)")
 
 
@@ -158,7 +158,7 @@ def predict(
                 on_total=lambda n: bar.update(task, total=n),
             )
         except (PredictError, FileNotFoundError, PermanentError) as exc:  # PermanentError: e.g. a refused checkpoint
-            _fail(exc)
+            fail(exc)
     m = summary.model
     console.print(
         f"{summary.total} inputs -> {summary.out} in {summary.seconds:.1f}s with {m.get('model_id') or m['location']} "

@@ -1,15 +1,24 @@
 """``senet-dist models|train|evaluate|config``: models, one training run, one evaluation, the pipeline config.
 
-Registered in ``senet_dist.cli.__init__``; heavy imports are lazy so ``--help`` is quick."""
+The typer commands parse arguments and call the library through the functions below (``train_command``,
+``evaluate_command``), which add rich progress and tables and are usable from a notebook as well. Registered in
+``senet_dist.cli.__init__``; heavy imports are lazy so ``--help`` is quick."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
-from senet_dist.cli.common import _fail, console
+from senet_dist.cli.common import console, fail
+
+if TYPE_CHECKING:
+    from senet_dist.evaluation.metrics import EvalReport
+    from senet_dist.train import EpochMetrics, FitResult, TrainConfig
 
 
 def models(
@@ -36,7 +45,7 @@ def models(
             return
         rows = model_table(names or None, image_size=image_size, num_classes=num_classes, **kwargs)
     except (ValueError, TypeError) as exc:  # unknown model or kwarg, bad value
-        _fail(exc)
+        fail(exc)
     table = Table("model", "params", "GFLOPs", "input px")
     for r in rows:
         gflops = r.get("gflops")
@@ -72,12 +81,11 @@ def train(
 ) -> None:
     """Train one model with Ray Train DDP and print per-epoch metrics."""
     from senet_dist.errors import PermanentError, TrainingError
-    from senet_dist.train.commands import train_command
 
     try:
         train_command(model, data, config=config, sets=set_ or [], storage_path=storage, run_name=name, console=console)
     except (ValueError, FileNotFoundError, PermanentError) as exc:  # PermanentError: e.g. a bad storage location
-        _fail(exc)
+        fail(exc)
     except TrainingError as exc:
         console.print(f"[red]training failed:[/] {exc}")
         raise typer.Exit(1) from None
@@ -96,12 +104,10 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Write report.json and PNG plots here")] = None,
 ) -> None:
     """Evaluate a checkpoint: accuracy, per-class P/R/F1, confusion matrix, latency."""
-    from senet_dist.train.commands import evaluate_command
-
     try:
         evaluate_command(checkpoint, data, split=split, out_dir=out, console=console)
     except (ValueError, OSError) as exc:  # OSError: FileNotFoundError, and storage errors (no bucket, no access)
-        _fail(exc)
+        fail(exc)
 
 
 def show_config(
@@ -115,5 +121,142 @@ def show_config(
     try:
         cfg = PipelineConfig().with_overrides(set_ or [])
     except ValueError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(cfg.to_yaml().rstrip())
+
+
+# ---- the library calls behind train and evaluate ----------------------------------------------------------
+def load_config(model: str | None, config: str | Path | None, sets: Sequence[str] = ()) -> TrainConfig:
+    """File (optional: a TrainConfig, or a recipe whose ``train`` section and ``model``'s kwargs are used) ->
+    ``--set k=v`` overrides -> ``--model`` (which wins)."""
+    from senet_dist.pipeline.recipes import train_config_from_file
+    from senet_dist.train import TrainConfig
+
+    cfg = train_config_from_file(config, model) if config else TrainConfig()
+    cfg = cfg.with_overrides(list(sets))
+    return cfg.with_overrides({"model": model}) if model else cfg
+
+
+def train_command(
+    model: str | None,
+    data: str | Path,
+    *,
+    config: str | Path | None = None,
+    sets: Sequence[str] = (),
+    storage_path: str | Path = "runs",
+    run_name: str | None = None,
+    ray_address: str | None = None,
+    console: Console | None = None,
+) -> FitResult:
+    """Validate, train, print a per-epoch table. ConfigError before Ray starts on bad input; on TrainingError the
+    epochs reached are printed, then it is raised."""
+    from senet_dist.data import resolve_version
+    from senet_dist.errors import TrainingError
+    from senet_dist.train import FitResult, fit
+    from senet_dist.train.progress import ProgressDisplay
+
+    console = console or Console()
+    cfg = load_config(model, config, sets)
+    version_dir = resolve_version(data)
+    cfg.validate(version_dir)
+    console.print(
+        f"[bold]training[/] {cfg.model} on {version_dir} with {cfg.num_workers} worker(s), "
+        f"{cfg.epochs} epoch(s), global batch {cfg.batch_size}"
+    )
+    try:
+        with ProgressDisplay(console) as progress:  # rank 0's steps, img/s and ETA about every 10 s
+            result = fit(
+                cfg.model,
+                version_dir,
+                cfg,
+                storage_path=storage_path,
+                run_name=run_name,
+                ray_address=ray_address,
+                on_progress=progress,
+            )
+    except TrainingError as exc:
+        if isinstance(exc.result, FitResult) and exc.result.history:
+            print_wide(console, history_table(exc.result.history))
+        raise
+    print_wide(console, history_table(result.history))
+    console.print(f"[green]run {result.run_name}: {result.epochs_completed} epoch(s) in {result.wall_seconds:.1f}s[/]")
+    console.print(f"best checkpoint: {result.best_checkpoint}")
+    return result
+
+
+def history_table(history: Sequence[EpochMetrics]) -> Table:
+    """One row per epoch; the EMA's val loss/accuracy columns only when the run kept an EMA."""
+    ema = any(h.ema_val_acc is not None for h in history)
+    table = Table(title="epochs")
+    cols = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
+    cols += ["ema_val_loss", "ema_val_acc"] if ema else []
+    for col in (*cols, "lr", "img/s", "s"):
+        table.add_column(col, justify="right")
+    for h in history:
+        row = [str(h.epoch), f"{h.train_loss:.4f}", f"{h.train_acc:.4f}", f"{h.val_loss:.4f}", f"{h.val_acc:.4f}"]
+        if ema:
+            row += [_num(h.ema_val_loss), _num(h.ema_val_acc)]
+        table.add_row(*row, f"{h.lr:.4g}", f"{h.img_per_s:.0f}", f"{h.epoch_seconds:.1f}")
+    return table
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def evaluate_command(
+    checkpoint: str | Path,
+    data: str | Path,
+    *,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    console: Console | None = None,
+) -> EvalReport:
+    """Evaluate, print a per-class table, and (with ``out_dir``) write the report (``write_report``).
+
+    ``checkpoint``: a checkpoint or run directory, local or a URI (the ``runs``/``checkpoints`` tables record
+    ``s3://...`` ones); only the chosen checkpoint is downloaded, into a temp dir removed afterwards."""
+    from senet_dist.data import resolve_version
+    from senet_dist.evaluation.metrics import evaluate_model, sample_predictions
+    from senet_dist.evaluation.report import write_report
+    from senet_dist.storage import redact
+    from senet_dist.train.checkpoint import load_model
+
+    console = console or Console()
+    version = resolve_version(data)
+    with console.status(f"evaluating {redact(str(checkpoint))} on {split} ..."):
+        loaded = load_model(checkpoint)
+        report = evaluate_model(loaded, version, split=split, batch_size=batch_size, device=device)
+    _print_report(report, split, console)
+    if out_dir is not None:
+        samples = sample_predictions(loaded, version, split=split)
+        files = write_report(report, out_dir, samples=samples, history=loaded.meta.history)
+        console.print(f"wrote {', '.join(files)} to {redact(str(out_dir))}")
+    return report
+
+
+def _print_report(report: EvalReport, split: str, console: Console) -> None:
+    table = Table(
+        title=f"{report.variant} ({report.weights} weights) on {report.dataset_version}/{split}: "
+        f"accuracy {report.accuracy:.4f}"
+    )
+    for col in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="right")
+    for c in report.per_class:
+        table.add_row(c.class_name, f"{c.precision:.4f}", f"{c.recall:.4f}", f"{c.f1:.4f}", str(c.support))
+    console.print(table)
+    top = f", top-5 {report.top_k_accuracy:.4f}" if report.top_k_accuracy is not None else ""
+    console.print(
+        f"macro F1 {report.macro_f1:.4f}{top}; {report.latency_ms_per_image:.3f} ms/image "
+        f"({report.img_per_s:.0f} img/s)"
+    )
+
+
+def print_wide(console: Console, table: Table) -> None:
+    """Rich assumes 80 columns when output goes to a log file or pipe, which cuts the ten-column epoch table's
+    figures to ``1.22…``: render it at least 160 wide there."""
+    if not console.is_terminal and console.width < 160:  # print(width=) cannot exceed the console's own width
+        console = Console(file=console.file, width=160, color_system=None)
+    console.print(table)

@@ -10,13 +10,11 @@ dropped silently.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
@@ -69,16 +67,8 @@ class SourceTree:
 
     @property
     def shown(self) -> str:
-        """The root for messages and records: a URI's query string (it may hold keys) is never shown."""
-        return shown_location(self.root)
-
-
-def shown_location(location: str) -> str:
-    if not storage.is_uri(location):
-        return location
-    u = urlsplit(location)
-    tag = f"query-sha256:{hashlib.sha256(u.query.encode()).hexdigest()[:12]}" if u.query else ""
-    return urlunsplit((u.scheme, u.netloc, u.path, tag, ""))
+        """The root for messages and records (``storage.redact``: no user:password, no query string)."""
+        return storage.redact(self.root)
 
 
 @dataclass(frozen=True)
@@ -96,14 +86,12 @@ def _list(root: str) -> tuple[list[_Entry], set[tuple[str, ...]]]:
     """(every file, every folder) under ``root`` from one recursive listing; folders implied by keys included."""
     try:
         fs, base = storage.resolve_filesystem(root)
-    except ValueError as exc:  # the message quotes the location: show it without its query string
-        query = urlsplit(root).query if storage.is_uri(root) else ""
-        message = str(exc).replace(root, shown_location(root))
-        raise DatasetError(message.replace(query, "...") if query else message) from None
+    except ValueError as exc:  # resolve_filesystem's message shows the location redacted
+        raise DatasetError(str(exc)) from None
     with storage.storage_errors(root):  # a missing bucket, refused keys, a dead endpoint: one StorageError line
         storage.check_bucket(root)
         if fs.get_file_info(base).type != pafs.FileType.Directory:
-            raise DatasetError(f"source directory does not exist: {shown_location(root)}")
+            raise DatasetError(f"source directory does not exist: {storage.redact(root)}")
         listing = fs.get_file_info(pafs.FileSelector(base, recursive=True))
     prefix = base.rstrip("/") + "/"
     files: list[_Entry] = []
@@ -187,7 +175,7 @@ def scan_source(src: str | os.PathLike, split_mode: str = "auto") -> SourceTree:
     if split_mode not in ("auto", "random", "predefined"):
         raise DatasetError(f"split_mode must be auto, random or predefined, got {split_mode!r}")
     root = _root(src)
-    shown = shown_location(root)
+    shown = storage.redact(root)
     entries, dirs = _list(root)
     predefined = _is_predefined_layout(dirs)
     if split_mode == "predefined" and not predefined:

@@ -25,7 +25,7 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from senet_dist.errors import PermanentError
-from senet_dist.storage_errors import redact
+from senet_dist.storage import redact
 
 from .reader import RemoteShard, RetryPolicy, ShardUnavailableError, open_shard, read_ahead
 

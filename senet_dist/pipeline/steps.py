@@ -6,9 +6,6 @@ without Prefect; the flows add retries, concurrency, state and artifacts.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +19,9 @@ from senet_dist.data.groups import sharding_executor
 from senet_dist.data.shard import HASH_CACHE_NAME
 from senet_dist.pipeline.config import PipelineConfig, locate
 from senet_dist.pipeline.runs import config_json
-from senet_dist.storage import is_uri, join, read_bytes, tree_bytes, upload_dir
+from senet_dist.storage import is_uri, join, redact, tree_bytes
 from senet_dist.train import EpochMetrics, FitResult, RaySession
-from senet_dist.train.checkpoint import CHECKPOINT_FILE, META_FILE
+from senet_dist.train.checkpoint import checkpoint_digest, read_meta_at
 
 EPOCH_COLUMNS = (
     "epoch",
@@ -87,7 +84,7 @@ def prepare_dataset(cfg: PipelineConfig, store: ArtifactStore, session: RaySessi
                     info.fingerprint,
                     info.classes,
                     info.counts,
-                    source=str(src),
+                    source=redact(str(src)),
                     uri=result.version_dir,
                     num_rejected=result.num_rejected,
                 )
@@ -164,9 +161,9 @@ def _record_success(
 ) -> VariantSummary:
     """Evaluate the best checkpoint (as a Ray task on a node like the run's workers when Ray is up, else here),
     write plots/report next to the tables, append every table's rows."""
-    from senet_dist.evaluate import report_split
-    from senet_dist.evaluate_cluster import eval_placement, evaluate_run
-    from senet_dist.plots import plot_confusion_matrix, plot_curves, plot_sample_grid
+    from senet_dist.evaluation.cluster import eval_placement, evaluate_run
+    from senet_dist.evaluation.metrics import report_split
+    from senet_dist.evaluation.report import write_report
 
     run_id = base_row["run_id"]
     if result.best_checkpoint is None:
@@ -174,16 +171,10 @@ def _record_success(
     split = report_split(version_dir)
     placement = eval_placement(cfg.train_config(base_row["variant"]))
     evaluation = evaluate_run(result.best_checkpoint, version_dir, split, placement, run_id=run_id)
-    report, samples = evaluation.report, evaluation.samples
+    report = evaluation.report
     report.variant, report.dataset_version = base_row["variant"], base_row["dataset_version"]
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        plot_confusion_matrix(report.confusion_matrix, report.classes, out / "reports" / "confusion_matrix.png")
-        plot_curves(result.history, out / "reports" / "curves.png")
-        plot_sample_grid(samples.images, samples.titles, out / "reports" / "samples.png")
-        (out / "reports" / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
-        reports_uri = join(cfg.artifacts_abs, "reports", run_id)
-        upload_dir(out / "reports", reports_uri)
+    reports_uri = join(cfg.artifacts_abs, "reports", run_id)
+    write_report(report, reports_uri, samples=evaluation.samples, history=result.history)
     _append_new(store, "epochs", run_id, [epoch_row(run_id, m) for m in result.history], "epoch")
     _append_new(store, "checkpoints", run_id, checkpoint_rows(run_id, result.checkpoints), "uri")
     store.append("evaluations", [{**report.to_dict(), "split": report.split}])
@@ -232,19 +223,19 @@ def _append_new(store: ArtifactStore, table: str, run_id: str, rows: list[dict[s
 
 
 def checkpoint_rows(run_id: str, checkpoints: list[str]) -> list[dict[str, Any]]:
-    """The checkpoint index: one row per kept checkpoint with its epoch, val_acc, total bytes and weights' sha256."""
+    """The checkpoint index: one row per kept checkpoint with its epoch, val_acc, total bytes and weights' sha256
+    (read from its metadata: the weights are not downloaded again)."""
     rows = []
     for uri in checkpoints:
-        meta = json.loads(read_bytes(join(uri, META_FILE)))
-        weights = read_bytes(join(uri, CHECKPOINT_FILE))
+        meta = read_meta_at(uri)
         rows.append(
             {
                 "run_id": run_id,
-                "epoch": int(meta["epoch"]),
+                "epoch": meta.epoch,
                 "uri": str(uri),
-                "val_acc": meta.get("metrics", {}).get("val_acc"),
+                "val_acc": meta.metrics.val_acc if meta.metrics is not None else None,
                 "bytes": tree_bytes(uri),
-                "sha256": hashlib.sha256(weights).hexdigest(),
+                "sha256": checkpoint_digest(uri),
             }
         )
     return rows

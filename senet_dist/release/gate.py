@@ -14,26 +14,37 @@ the current champion on the SAME test split.
 5. A new champion is exported (TorchScript by default, verified) under ``export_root/<model_id>/<format>``
    (the flow: ``<artifacts>/exports/...``, beside the tables, never inside one).
 
-This module gathers the numbers and serialises the decision; the comparison itself and :class:`GateResult` live in
-:mod:`~senet_dist.release.decision`, measuring a model on the version in :mod:`~senet_dist.release.reevaluate`
-(both re-exported here).
+The comparison and its outcome (:func:`decide`, :class:`GateResult`) are pure functions of records: no tables, no
+locks, no evaluation, so the decision can be read (and tested) apart from how :func:`promote_best` gathers the
+numbers (:func:`~senet_dist.release.registry.test_metrics`) and serialises the decision under the lock.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from senet_dist.artifacts import ArtifactStore
-from senet_dist.release.decision import GateResult, decide, score, unchanged
+from senet_dist.artifacts import ArtifactStore, utcnow
 from senet_dist.release.lock import registry_lock
-from senet_dist.release.promotion import candidate, record_export
-from senet_dist.release.reevaluate import IncompatibleModel, test_metrics, with_metrics
-from senet_dist.release.registry import CHAMPION, ModelRecord, RegistryError, append_events, states
-from senet_dist.storage import join
+from senet_dist.release.registry import (
+    ARCHIVED,
+    CHALLENGER,
+    CHAMPION,
+    IncompatibleModel,
+    ModelRecord,
+    RegistryError,
+    append_events,
+    candidate,
+    record_export,
+    states,
+    test_metrics,
+    with_metrics,
+)
+from senet_dist.storage import join, redact
 
-__all__ = ["GateResult", "IncompatibleModel", "promote_best", "test_metrics"]
+__all__ = ["GateResult", "IncompatibleModel", "decide", "promote_best", "score"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +64,7 @@ def promote_best(
 
     if not run_ids:
         raise RegistryError("the gate needs at least one new run")
-    from senet_dist.evaluate import report_split
+    from senet_dist.evaluation.metrics import report_split
 
     version, split = DatasetInfo.load(version_dir).version, report_split(version_dir)
     new: list[ModelRecord] = []
@@ -121,8 +132,8 @@ def _export_champion(
     uri = join(export_root, best.model_id, fmt)
     try:
         card = existing_export(uri)
-        if card is not None and card.checkpoint == best.checkpoint_uri:  # a repeated gate: reuse it
-            result.best = record_export(store, best.model_id, uri)
+        if card is not None and card.checkpoint == redact(best.checkpoint_uri or ""):  # a repeated gate: reuse it
+            result.best = record_export(store, best.model_id, uri, card.sha256)
         else:
             exported = export_model(
                 best.checkpoint_uri or best.model_id, fmt, uri, store=store, data=version_dir, model_id=best.model_id
@@ -133,3 +144,197 @@ def _export_champion(
     except (ExportError, RuntimeError, OSError) as exc:
         result.export_error = f"{type(exc).__name__}: {exc}"
         log.warning("export of champion %s failed: %s", best.model_id, result.export_error)
+
+
+# ---- the decision ----------------------------------------------------------------------------------------
+@dataclass
+class GateResult:
+    """What the gate decided, with the numbers it compared (all on ``version``'s test split)."""
+
+    dataset: str
+    version: str
+    split: str  # "test"; "val" for a version sharded without a test split
+    decision: str  # "promoted", "challenger" or "unchanged" (every new model already registered)
+    reason: str
+    best: ModelRecord | None  # the best new model, in its state after the decision
+    previous_champion: ModelRecord | None  # the champion the best was compared with, in its state after
+    candidates: list[ModelRecord] = field(default_factory=list)  # every new model, state after the decision
+    reevaluated: bool = False  # the previous champion was trained on another version and measured on this one
+    export_uri: str | None = None
+    export_error: str | None = None
+
+    @property
+    def champion(self) -> ModelRecord | None:
+        if self.best is not None and self.best.stage == CHAMPION:
+            return self.best
+        if self.previous_champion is not None and self.previous_champion.stage == CHAMPION:
+            return self.previous_champion
+        return None
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per model compared: the previous champion first, then the new models best first."""
+        rows = []
+        if self.previous_champion is not None:
+            rows.append(_table_row(self.previous_champion, "champion before"))
+        for rec in self.candidates:
+            rows.append(
+                _table_row(rec, "best new model" if self.best and rec.model_id == self.best.model_id else "new")
+            )
+        return rows
+
+    def markdown(self) -> str:
+        """Champion vs challenger side by side (the flow's Prefect artifact)."""
+        head = f"# Promotion gate: `{self.dataset}` on {self.version}\n\n**{self.decision}**: {self.reason}\n\n"
+        champ, best = self.previous_champion, self.best
+        cols = [("champion before", champ), ("best new model", best)]
+        cols = [(name, rec) for name, rec in cols if rec is not None]
+        if not cols:
+            return head
+        lines = ["| | " + " | ".join(name for name, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+
+        def line(label: str, get: Any) -> None:
+            lines.append(f"| {label} | " + " | ".join(get(rec) for _, rec in cols) + " |")
+
+        line("model", lambda r: f"`{r.model_id}`")
+        line("variant", lambda r: r.variant or "?")
+        line("trained on", lambda r: r.dataset_version or "?")
+        line(f"{self.split} accuracy on {self.version}", lambda r: fmt_num(r.accuracy))
+        line(f"{self.split} macro F1 on {self.version}", lambda r: fmt_num(r.macro_f1))
+        line(f"{self.split} images", lambda r: str(r.metrics.get("num_samples", "?")))
+        line("stage now", lambda r: f"**{r.stage}**")
+        body = "\n".join(lines) + "\n"
+        notes = []
+        if self.reevaluated and champ is not None:
+            notes.append(
+                f"The champion was trained on {champ.dataset_version} and re-evaluated on {self.version}'s "
+                f"{self.split} split for this comparison."
+            )
+        others = [r for r in self.candidates if best is None or r.model_id != best.model_id]
+        if others:
+            notes.append(
+                "Other new models (challengers): "
+                + ", ".join(f"`{r.model_id}` {fmt_num(r.accuracy)}" for r in others)
+                + "."
+            )
+        if self.export_uri:
+            notes.append(f"Exported: `{self.export_uri}`")
+        if self.export_error:
+            notes.append(f"Export failed (the champion is served from its checkpoint): {self.export_error}")
+        return head + body + ("\n" + "\n\n".join(notes) + "\n" if notes else "")
+
+
+def fmt_num(x: float | None) -> str:
+    """A metric as the gate's reasons and tables show it (``-`` when unmeasured)."""
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _table_row(rec: ModelRecord, role: str) -> dict[str, Any]:
+    return {
+        "role": role,
+        "model_id": rec.model_id,
+        "variant": rec.variant,
+        "trained_on": rec.dataset_version,
+        "evaluated_on": rec.eval_dataset_version,
+        "accuracy": rec.accuracy,
+        "macro_f1": rec.macro_f1,
+        "stage": rec.stage,
+        "reason": rec.reason,
+    }
+
+
+def score(rec: ModelRecord) -> tuple[float, float]:
+    """The pair "beats" compares: (accuracy, macro F1), an unmeasured metric ranking below every measured one."""
+    return (rec.accuracy if rec.accuracy is not None else -1.0, rec.macro_f1 if rec.macro_f1 is not None else -1.0)
+
+
+def decide(
+    dataset: str,
+    version: str,
+    split: str,
+    best: ModelRecord,
+    fresh: list[ModelRecord],
+    champ: ModelRecord | None,
+    champ_eval: ModelRecord | None,
+    note: str,
+) -> tuple[list[dict[str, Any]], GateResult]:
+    """The ``models`` events for ``best`` vs the champion (``champ``; ``champ_eval`` its metrics on this version,
+    None when it cannot be compared, ``note`` says why) and every other new model, with the result they produce."""
+    now = utcnow()
+    where = f"{version}/{split}"
+    if champ is None:
+        promoted, reason = True, f"first champion of {dataset}: accuracy {fmt_num(best.accuracy)} on {where}"
+    elif champ_eval is None:
+        promoted, reason = True, note
+    elif score(best) > score(champ_eval):
+        promoted = True
+        reason = (
+            f"{best.model_id} beats champion {champ.model_id} on {where}: accuracy {fmt_num(best.accuracy)} > "
+            f"{fmt_num(champ_eval.accuracy)} (macro F1 {fmt_num(best.macro_f1)} vs {fmt_num(champ_eval.macro_f1)})"
+        )
+    else:
+        promoted = False
+        reason = (
+            f"{best.model_id} does not beat champion {champ.model_id} on {where}: accuracy "
+            f"{fmt_num(best.accuracy)} vs {fmt_num(champ_eval.accuracy)} (macro F1 {fmt_num(best.macro_f1)} vs "
+            f"{fmt_num(champ_eval.macro_f1)})"
+        )
+    rows: list[dict[str, Any]] = []
+    best_row = (
+        best.event(at=now, stage=CHAMPION, promoted_at=now, reason=reason, action="gate")
+        if promoted
+        else best.event(at=now, stage=CHALLENGER, reason=reason, action="gate")
+    )
+    rows.append(best_row)
+    for rec in fresh[1:]:
+        rows.append(
+            rec.event(
+                at=now,
+                stage=CHALLENGER,
+                reason=f"below the best new model {best.model_id} on {where}: accuracy {fmt_num(rec.accuracy)} vs "
+                f"{fmt_num(best.accuracy)}",
+                action="gate",
+            )
+        )
+    prev_row = None
+    if champ is not None:
+        base = champ_eval or champ
+        if promoted:
+            prev_row = base.event(
+                at=now, stage=ARCHIVED, promoted_at=None, reason=f"replaced by {best.model_id}: {reason}", action="gate"
+            )
+        elif champ_eval is not None and champ.eval_dataset_version != version:
+            prev_row = base.event(at=now, reason=f"kept: {reason}", action="reevaluate")
+        if prev_row is not None:
+            rows.append(prev_row)
+    after = {r["model_id"]: ModelRecord.from_row(r) for r in rows}
+    candidates = [after[r.model_id] for r in fresh]
+    prev_after = after.get(champ.model_id, champ_eval or champ) if champ is not None else None
+    result = GateResult(
+        dataset=dataset,
+        version=version,
+        split=split,
+        decision="promoted" if promoted else "challenger",
+        reason=reason,
+        best=after[best.model_id],
+        previous_champion=prev_after,
+        candidates=candidates,
+    )
+    return rows, result
+
+
+def unchanged(
+    dataset: str, version: str, split: str, new: list[ModelRecord], current: dict[str, ModelRecord]
+) -> GateResult:
+    """The result of a repeated gate: every new model was decided before, so nothing is appended."""
+    now = [current[r.model_id] for r in new]
+    champ = next((r for r in current.values() if r.stage == CHAMPION), None)
+    return GateResult(
+        dataset=dataset,
+        version=version,
+        split=split,
+        decision="unchanged",
+        reason="every new model was already registered (a repeated gate)",
+        best=now[0],
+        previous_champion=champ,
+        candidates=now,
+    )

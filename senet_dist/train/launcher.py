@@ -7,7 +7,6 @@ starts: ``senet-dist train --config`` on that file reproduces the run.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -18,11 +17,11 @@ from typing import Any
 
 from senet_dist.errors import ConfigError, TrainingError, caused_by_permanent, one_line, senet_cause
 from senet_dist.storage import is_local, join, resolve_filesystem, storage_env, uri_for, write_bytes
-from senet_dist.train.checkpoint import META_FILE
+from senet_dist.train.checkpoint import META_FILE, CheckpointMeta
 from senet_dist.train.config import TrainConfig
 from senet_dist.train.faults import FaultPlan
 from senet_dist.train.progress import BoardRelay, ProgressBoard, ProgressEvent
-from senet_dist.train.results import EpochMetrics, FitResult
+from senet_dist.train.results import FitResult
 from senet_dist.train.session import RaySession
 
 CONFIG_FILE = "config.yaml"
@@ -173,24 +172,24 @@ def _summarise(result: Any, name: str, storage: str, wall: float, score: str = "
     best: list[tuple[Any, dict]] = list(getattr(result, "best_checkpoints", None) or [])
     best.sort(key=lambda cm: cm[1].get(score) or float("-inf"), reverse=True)
     last = getattr(result, "checkpoint", None)
-    meta = _read_meta(last) if last is not None else {}
+    meta = _read_meta(last) if last is not None else None
     return FitResult(
         run_name=name,
         storage_path=storage,
-        history=[EpochMetrics.from_dict(h) for h in meta.get("history", [])],
+        history=list(meta.history) if meta is not None else [],
         best_checkpoint=uri_for(storage, best[0][0].path) if best else None,
         last_checkpoint=uri_for(storage, last.path) if last is not None else None,
         checkpoints=[uri_for(storage, c.path) for c, _ in best],
         wall_seconds=wall,
-        num_params=meta.get("num_params"),
+        num_params=meta.num_params if meta is not None else None,
     )
 
 
-def _read_meta(checkpoint: Any) -> dict[str, Any]:
+def _read_meta(checkpoint: Any) -> CheckpointMeta:
     """Read meta.json through the checkpoint's own filesystem (works for local dirs and s3://)."""
     fs = checkpoint.filesystem
     with fs.open_input_stream(f"{checkpoint.path}/{META_FILE}") as f:
-        return json.loads(f.read().decode())
+        return CheckpointMeta.from_json(f.read())
 
 
 __all__ = ["CONFIG_FILE", "ConfigError", "FitResult", "default_run_name", "fit"]

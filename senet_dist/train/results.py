@@ -7,7 +7,7 @@ the CLI's table and the curves plot read: one set of names everywhere.
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class EpochMetrics:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data or f.default is MISSING})
 
     @property
-    def better_weights(self) -> str:
+    def better_weights(self) -> Literal["model", "ema"]:
         """``"ema"`` when the EMA weights beat the trained ones on val this epoch, else ``"model"`` (ties: model)."""
         return "ema" if self.ema_val_acc is not None and self.ema_val_acc > self.val_acc else "model"
 

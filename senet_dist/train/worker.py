@@ -19,7 +19,8 @@ import ray.train.torch
 import torch
 
 from senet_dist.data import DatasetInfo, Loader, make_loader
-from senet_dist.train.checkpoint import load_checkpoint, save_checkpoint
+from senet_dist.data.preprocess import Preprocess
+from senet_dist.train.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from senet_dist.train.components import Components, build_components, restore, training_state
 from senet_dist.train.config import TrainConfig
 from senet_dist.train.faults import FaultPlan
@@ -200,24 +201,25 @@ def _report(
         ray.train.report(metrics.to_dict(), checkpoint=None)
         return
     saved = run.to_dict()
-    meta = {
-        "run_name": ray.train.get_context().get_experiment_name(),
-        "epoch": run.epoch,
-        "model": cfg.model,
-        "model_kwargs": cfg.model_kwargs,
-        "num_classes": info.num_classes,
-        "classes": list(info.classes),
-        "dataset_fingerprint": info.fingerprint,
-        "dataset_version": info.version,
-        "image_size": cfg.image_size,
-        "num_params": comp.num_params,
-        "metrics": metrics.to_dict(),
-        "keep_best_by": cfg.keep_best_by,
-        "better_weights": metrics.better_weights,  # what evaluate_checkpoint uses: "model" or "ema" (on val)
-        "history": saved["history"],
-        "config": cfg.to_dict(),
-    }
-    state = training_state(comp) | {"run": saved, "config": cfg.to_dict(), "meta": meta}
+    meta = CheckpointMeta(
+        run_name=ray.train.get_context().get_experiment_name(),
+        epoch=run.epoch,
+        model=cfg.model,
+        model_kwargs=cfg.model_kwargs,
+        num_classes=info.num_classes,
+        classes=list(info.classes),
+        dataset_fingerprint=info.fingerprint,
+        dataset_version=info.version,
+        image_size=cfg.image_size,
+        preprocess=Preprocess.from_loader(cfg.loader, cfg.image_size),
+        num_params=comp.num_params,
+        metrics=metrics,
+        keep_best_by=cfg.keep_best_by,
+        better_weights=metrics.better_weights,  # what evaluation uses: "model" or "ema" (on val)
+        history=run.history,
+        config=cfg.to_dict(),
+    )
+    state = training_state(comp) | {"run": saved, "config": cfg.to_dict()}
     with tempfile.TemporaryDirectory(prefix="senet-ckpt-") as tmp:
         save_checkpoint(tmp, state, meta)
         ray.train.report(metrics.to_dict(), checkpoint=ray.train.Checkpoint.from_directory(tmp))

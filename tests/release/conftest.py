@@ -12,10 +12,10 @@ import torch
 
 from senet_dist.artifacts import ArtifactStore, utcnow
 from senet_dist.data import DatasetInfo, LoaderConfig, make_loader
-from senet_dist.evaluate import evaluate_checkpoint
+from senet_dist.evaluation.metrics import evaluate_checkpoint
 from senet_dist.models import create_model
 from senet_dist.train import TrainConfig
-from senet_dist.train.checkpoint import save_checkpoint
+from senet_dist.train.checkpoint import CheckpointMeta, save_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -41,21 +41,18 @@ def train_checkpoint(version_dir: Path, dest: Path, *, epochs: int, seed: int = 
             torch.nn.functional.cross_entropy(model(images), labels).backward()
             opt.step()
     model.eval()
-    meta = {
-        "run_name": run_name,
-        "epoch": epochs,
-        "model": "se_resnet_tiny",
-        "model_kwargs": {},
-        "num_classes": info.num_classes,
-        "classes": list(info.classes),
-        "dataset_fingerprint": info.fingerprint,
-        "dataset_version": info.version,
-        "image_size": 32,
-        "num_params": sum(p.numel() for p in model.parameters()),
-        "metrics": {"epoch": epochs, "val_acc": 0.0},
-        "history": [],
-        "config": cfg.to_dict(),
-    }
+    meta = CheckpointMeta(
+        run_name=run_name,
+        epoch=epochs,
+        model="se_resnet_tiny",
+        num_classes=info.num_classes,
+        classes=list(info.classes),
+        dataset_fingerprint=info.fingerprint,
+        dataset_version=info.version,
+        image_size=32,
+        num_params=sum(p.numel() for p in model.parameters()),
+        config=cfg.to_dict(),
+    )
     return save_checkpoint(dest, {"model": model.state_dict()}, meta)
 
 

@@ -14,21 +14,20 @@ from senet_dist.artifacts import ArtifactStore
 from senet_dist.cli import app
 from senet_dist.data import DatasetInfo
 from senet_dist.release import export as export_mod
-from senet_dist.release import promotion, registry
+from senet_dist.release import registry
 from senet_dist.release.export import ExportError, VerificationError, export_model, real_test_images
-from senet_dist.release.metadata import CARD_FILE, ModelCard, Preprocess
-from senet_dist.release.runtime import open_model
+from senet_dist.release.runtime import CARD_FILE, ModelCard, open_model
 from senet_dist.storage import list_files
-from senet_dist.train.checkpoint import model_from_checkpoint
+from senet_dist.train.checkpoint import load_model
 from tests.release.conftest import record_run
 
 
 def _test_batch(version: Path, ckpt: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    model, meta = model_from_checkpoint(ckpt)
-    images, _, split = real_test_images(version, Preprocess.from_checkpoint_meta(meta), 20)
+    loaded = load_model(ckpt)
+    images, _, split = real_test_images(version, loaded.meta.eval_view, 20)
     assert split == "test"
     with torch.inference_mode():
-        return images, model.eval()(images)
+        return images, loaded.model.eval()(images)
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
@@ -61,9 +60,9 @@ def test_export_round_trip_on_real_test_images(fmt, checkpoints, lfw_version, tm
 
 def test_a_failed_verification_writes_nothing_and_says_why(checkpoints, lfw_version, tmp_path, monkeypatch):
     """An exporter that writes the wrong weights (here: an untrained model) is caught before anything is published."""
-    wrong, _ = model_from_checkpoint(checkpoints["untrained"])
-    real = export_mod._EXPORTERS["torchscript"]
-    monkeypatch.setitem(export_mod._EXPORTERS, "torchscript", lambda model, ex, path: real(wrong.eval(), ex, path))
+    wrong = load_model(checkpoints["untrained"]).model
+    real = export_mod.EXPORTERS["torchscript"]
+    monkeypatch.setitem(export_mod.EXPORTERS, "torchscript", lambda model, ex, path: real(wrong.eval(), ex, path))
     out = tmp_path / "nested" / "export"
     with pytest.raises(VerificationError, match=r"top-1 differs on \d+.*max \|logit difference\|.*nothing was written"):
         export_model(checkpoints["strong"], "torchscript", out, data=lfw_version)
@@ -101,7 +100,7 @@ def test_export_a_run_by_id_records_the_uri_in_the_registry(checkpoint_copy, lfw
         [{"version": info.version, "fingerprint": info.fingerprint, "uri": str(lfw_version), "classes": info.classes}],
     )
     accuracy = record_run(store, "run-a", checkpoint_copy("weak"), lfw_version)
-    promotion.register_run(store, "run-a", "lfw")
+    registry.register_run(store, "run-a", "lfw")
 
     result = export_model("run-a", "torchscript", tmp_path / "exp", store=store)  # data found via the datasets table
     assert result.card.model_id == "run-a" and result.card.dataset["name"] == "lfw"
@@ -141,9 +140,9 @@ def test_cli_export_and_its_failure(checkpoints, lfw_version, tmp_path, monkeypa
     assert "exported" in ok.output and "top-1 agrees" in ok.output
     assert json.loads((out / CARD_FILE).read_text())["verification"]["passed"] is True
 
-    wrong, _ = model_from_checkpoint(checkpoints["untrained"])
-    real = export_mod._EXPORTERS["torchscript"]
-    monkeypatch.setitem(export_mod._EXPORTERS, "torchscript", lambda model, ex, path: real(wrong.eval(), ex, path))
+    wrong = load_model(checkpoints["untrained"]).model
+    real = export_mod.EXPORTERS["torchscript"]
+    monkeypatch.setitem(export_mod.EXPORTERS, "torchscript", lambda model, ex, path: real(wrong.eval(), ex, path))
     bad = runner.invoke(
         app, ["export", str(checkpoints["strong"]), "--out", str(tmp_path / "bad"), "--data", str(lfw_version)]
     )

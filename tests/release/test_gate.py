@@ -14,10 +14,10 @@ import pytest
 
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.data import DatasetInfo
-from senet_dist.evaluate import evaluate_checkpoint
+from senet_dist.evaluation.metrics import evaluate_checkpoint
 from senet_dist.release import registry as reg
 from senet_dist.release.gate import promote_best
-from senet_dist.release.metadata import CARD_FILE, ModelCard
+from senet_dist.release.runtime import CARD_FILE, ModelCard
 from tests.helpers import PYTHON, REPO, make_tree, shard
 from tests.release.conftest import record_run, train_checkpoint
 

@@ -14,10 +14,9 @@ from typer.testing import CliRunner
 
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.cli import app
-from senet_dist.release import promotion
+from senet_dist.release import registry
 from senet_dist.release.export import export_model
-from senet_dist.release.predict import PredictError, predict
-from senet_dist.release.predict_io import decode
+from senet_dist.release.predict import PredictError, decode, predict
 from senet_dist.storage import upload_dir
 from tests.helpers import write_image
 from tests.release.conftest import record_run
@@ -84,10 +83,10 @@ def test_decode_outcomes():
 def test_exports_and_checkpoint_agree_and_registry_names_resolve(checkpoints, inputs, lfw_version, tmp_path):
     store = ArtifactStore(tmp_path / "artifacts")
     record_run(store, "strong", checkpoints["strong"], lfw_version)
-    promotion.register_run(store, "strong", "lfw")
+    registry.register_run(store, "strong", "lfw")
     with pytest.raises(PredictError, match="no champion"):
         predict("champion:lfw", [inputs], None, store=store)
-    promotion.promote(store, "strong", "best on test")
+    registry.promote(store, "strong", "best on test")
     ts = export_model("strong", "torchscript", tmp_path / "ts", store=store, data=lfw_version)
     onnx = export_model(checkpoints["strong"], "onnx", tmp_path / "onnx", data=lfw_version)
 

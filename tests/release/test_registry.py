@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from senet_dist.artifacts import ArtifactStore, utcnow
 from senet_dist.cli import app
-from senet_dist.release import promotion
 from senet_dist.release import registry as reg
 from senet_dist.release.lock import RegistryLockTimeout, lock_name, registry_lock
 from tests.helpers import PYTHON, REPO, wait_until
@@ -36,7 +35,7 @@ def store_with_runs(checkpoints, lfw_version, tmp_path) -> ArtifactStore:
     store = ArtifactStore(tmp_path / "artifacts")
     for run_id, name in (("old", "untrained"), ("prev", "weak"), ("cur", "strong"), ("other", "weak")):
         record_run(store, run_id, checkpoints[name], lfw_version)
-        promotion.register_run(store, run_id, "lfw")
+        reg.register_run(store, run_id, "lfw")
     return store
 
 
@@ -47,28 +46,28 @@ def test_register_promote_and_rollback_walk_back_through_history(store_with_runs
     assert reg.get(store, "cur").accuracy is not None and reg.get(store, "cur").eval_dataset_version
 
     for model in ("old", "prev", "cur"):
-        promotion.promote(store, model, f"ship {model}")
+        reg.promote(store, model, f"ship {model}")
     now = reg.states(store, "lfw")
     assert now["cur"].stage == "champion" and now["cur"].reason == "ship cur"
     assert now["prev"].stage == "archived" and now["prev"].reason == "replaced by cur: ship cur"
-    assert promotion.promote(store, "cur", "again").event_id == now["cur"].event_id  # the champion: nothing written
+    assert reg.promote(store, "cur", "again").event_id == now["cur"].event_id  # the champion: nothing written
 
-    restored, retired = promotion.rollback(store, "lfw", "cur misfires on new photos")
+    restored, retired = reg.rollback(store, "lfw", "cur misfires on new photos")
     assert (restored.model_id, retired.model_id) == ("prev", "cur")
     now = reg.states(store, "lfw")
     assert now["prev"].stage == "champion" and now["prev"].reason == "rollback from cur: cur misfires on new photos"
     assert now["cur"].stage == "archived" and now["cur"].action == "rollback"
     # A second rollback goes further back (never "forward" to the model just rolled back).
-    assert promotion.rollback(store, "lfw", "prev too")[0].model_id == "old"
+    assert reg.rollback(store, "lfw", "prev too")[0].model_id == "old"
     with pytest.raises(reg.RegistryError, match="no earlier champion"):
-        promotion.rollback(store, "lfw", "nothing left")
+        reg.rollback(store, "lfw", "nothing left")
     assert [m for m, s in _raw_latest(store, "lfw").items() if s == "champion"] == ["old"]
     with pytest.raises(reg.RegistryError, match="needs a reason"):
-        promotion.promote(store, "cur", "  ")
+        reg.promote(store, "cur", "  ")
     with pytest.raises(reg.RegistryError, match="no champion to roll back"):
-        promotion.rollback(store, "other-dataset", "why")
+        reg.rollback(store, "other-dataset", "why")
     with pytest.raises(reg.RegistryError, match="no registered model 'nope'"):
-        promotion.promote(store, "nope", "why")
+        reg.promote(store, "nope", "why")
 
 
 def test_readers_see_one_champion_even_when_writers_raced_without_the_lock(store_with_runs):
@@ -94,14 +93,14 @@ PROMOTER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from senet_dist.artifacts import ArtifactStore
-    from senet_dist.release import promotion
+    from senet_dist.release import registry as reg
     root, model, go, rounds = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
     store = ArtifactStore(root)
     (go.parent / f"ready-{model}").touch()  # imported: waiting for the start signal
     while not go.exists():
         time.sleep(0.005)
     for i in range(rounds):
-        promotion.promote(store, model, f"round {i} by {model}")
+        reg.promote(store, model, f"round {i} by {model}")
     print("DONE", model)
     """
 )

@@ -62,8 +62,8 @@ def test_worker_sigkill_mid_epoch_resumes_and_tables_stay_consistent(
     figures.rows(2, len({e["epoch"] for e in epochs}))
     assert sorted(e["epoch"] for e in epochs) == [1, 2]  # each epoch once: the killed attempt left no duplicate
     rows = _assert_checkpoint_rows_resolve(store, figures)
-    history = read_meta(max((r["uri"] for r in rows), key=lambda u: read_meta(u)["epoch"]))["history"]
-    assert [h["resumed_from_epoch"] for h in history] == [0, 1], history  # epoch 2 re-ran from the epoch-1 checkpoint
+    history = read_meta(max((r["uri"] for r in rows), key=lambda u: read_meta(u).epoch)).history
+    assert [h.resumed_from_epoch for h in history] == [0, 1], history  # epoch 2 re-ran from the epoch-1 checkpoint
 
 
 # ---- driver kill ---------------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def _registered_checkpoint(run_dir: Path) -> int | None:
     except OSError:
         return None
     epochs = [
-        read_meta(d)["epoch"]
+        read_meta(d).epoch
         for d in run_dir.glob("checkpoint_*")
         if d.name in text and (d / META_FILE).is_file() and (d / CHECKPOINT_FILE).is_file()
     ]

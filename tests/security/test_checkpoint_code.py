@@ -17,7 +17,15 @@ from typer.testing import CliRunner
 
 from senet_dist.artifacts import ArtifactStore, utcnow
 from senet_dist.cli import app
-from senet_dist.train.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, model_from_checkpoint
+from senet_dist.train.checkpoint import (
+    CHECKPOINT_FILE,
+    META_FILE,
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    read_meta,
+    sha256_file,
+)
 from tests.helpers import write_image
 
 runner = CliRunner()
@@ -33,8 +41,9 @@ class RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
-def hostile_checkpoint(real: Path, dest: Path, kind: str) -> Path:
-    """A copy of the real checkpoint ``real`` (its meta.json) whose checkpoint.pt is hostile (``kind``)."""
+def hostile_checkpoint(real: Path, dest: Path, kind: str, *, forge_digest: bool = True) -> Path:
+    """A copy of the real checkpoint ``real`` (its meta.json) whose checkpoint.pt is hostile (``kind``). The attacker
+    writes both files, so by default meta.json's digest is forged to match (the unpickling is what must refuse)."""
     shutil.copytree(real, dest)
     pt = dest / CHECKPOINT_FILE
     if kind == "pickle":
@@ -45,6 +54,9 @@ def hostile_checkpoint(real: Path, dest: Path, kind: str) -> Path:
             torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(pt))
     elif kind == "torn":
         pt.write_bytes(pt.read_bytes()[: pt.stat().st_size // 2])
+    if forge_digest:
+        meta = read_meta(dest).model_copy(update={"weights_sha256": sha256_file(pt)})
+        (dest / META_FILE).write_text(meta.to_json())
     return dest
 
 
@@ -71,12 +83,21 @@ def test_the_library_refuses(hostile):
     no_code_ran(ckpt)
 
 
+def test_a_replaced_weights_file_is_refused_by_its_digest(lfw_checkpoint, tmp_path):
+    """Without a forged meta.json, a replaced checkpoint.pt does not even reach the unpickler."""
+    ckpt, _, _ = lfw_checkpoint
+    replaced = hostile_checkpoint(ckpt, tmp_path / "ckpt", "pickle", forge_digest=False)
+    with pytest.raises(CheckpointError, match="does not match the sha256"):
+        load_checkpoint(replaced)
+    no_code_ran(replaced)
+
+
 def test_our_own_checkpoints_load_as_data(lfw_checkpoint):
     ckpt, _, info = lfw_checkpoint
     state = load_checkpoint(ckpt)
     assert set(state) >= {"model", "optimizer", "scheduler"}
-    model, meta = model_from_checkpoint(ckpt)
-    assert meta["weights"] == "model" and model(torch.zeros(1, 3, 32, 32)).shape == (1, info.num_classes)
+    loaded = model_from_checkpoint(ckpt)
+    assert loaded.weights == "model" and loaded.model(torch.zeros(1, 3, 32, 32)).shape == (1, info.num_classes)
 
 
 def one_error_line(result, needle: str) -> None:
@@ -156,7 +177,8 @@ def test_resume_refuses_a_hostile_checkpoint(lfw_checkpoint, tmp_path, ray_up, t
     assert first.last_checkpoint is not None
     for pt in (tmp_path / "runs" / "resume-hostile").glob(f"checkpoint_*/{CHECKPOINT_FILE}"):
         hostile_checkpoint(pt.parent, tmp_path / "scratch", "pickle")
-        shutil.copy(tmp_path / "scratch" / CHECKPOINT_FILE, pt)
+        for name in (CHECKPOINT_FILE, META_FILE):
+            shutil.copy(tmp_path / "scratch" / name, pt.parent / name)
         shutil.rmtree(tmp_path / "scratch")
     again = cfg.with_overrides({"epochs": 2})
     with pytest.raises(TrainingError, match="needs code to load") as err:

@@ -126,8 +126,8 @@ def test_derived_values() -> None:
 
 
 def test_cli_helpers_resolve_data_and_layer_config(tmp_path) -> None:
+    from senet_dist.cli.train import load_config
     from senet_dist.data import DatasetError, resolve_version
-    from senet_dist.train.commands import load_config
 
     p = tmp_path / "c.yaml"
     p.write_text("model: se_resnet_tiny\nepochs: 4\n")

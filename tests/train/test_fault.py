@@ -28,4 +28,4 @@ def test_worker_killed_mid_epoch_resumes_from_last_checkpoint(
     assert [h.resumed_from_epoch for h in result.history] == [0, 1, 1]
     for path in result.checkpoints + [result.last_checkpoint]:
         assert (Path(path) / CHECKPOINT_FILE).is_file(), path
-    assert read_meta(result.last_checkpoint)["epoch"] == 3
+    assert read_meta(result.last_checkpoint).epoch == 3

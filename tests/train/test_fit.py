@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from senet_dist.evaluate import evaluate_checkpoint
-from senet_dist.plots import plot_confusion_matrix, plot_curves
+from senet_dist.evaluation.metrics import evaluate_checkpoint
+from senet_dist.evaluation.report import plot_confusion_matrix, plot_curves
 from senet_dist.train import CONFIG_FILE, ConfigError, TrainConfig, fit
 from senet_dist.train.checkpoint import CHECKPOINT_FILE, load_checkpoint, read_meta
 from senet_dist.train.progress import ProgressEvent
@@ -55,13 +55,15 @@ def test_checkpoints_and_keep_best_n(fitted) -> None:
     best = Path(result.best_checkpoint)
     assert (best / CHECKPOINT_FILE).is_file()
     meta = read_meta(best)
-    assert meta["metrics"]["val_acc"] == max(e.val_acc for e in result.history)
-    assert meta["classes"] == ["face", "non_face"] and meta["num_classes"] == 2
+    assert meta.metrics is not None and meta.metrics.val_acc == max(e.val_acc for e in result.history)
+    assert meta.classes == ["face", "non_face"] and meta.num_classes == 2
+    assert meta.preprocess is not None and meta.preprocess.image_size == 32  # the eval view, typed
+    assert meta.weights_sha256 is not None and len(meta.weights_sha256) == 64
     state = load_checkpoint(best)
     assert {"model", "optimizer", "scheduler", "run", "config"} <= set(state)
     assert not any(k.startswith("module.") for k in state["model"])  # unwrapped from DDP
     last = read_meta(result.last_checkpoint)
-    assert last["epoch"] == 3 and len(last["history"]) == 3
+    assert last.epoch == 3 and len(last.history) == 3
 
 
 @pytest.mark.timeout(240)
@@ -70,8 +72,8 @@ def test_best_checkpoint_beats_chance_on_test(fitted, lfw_version: Path, tmp_pat
     report = evaluate_checkpoint(result.best_checkpoint, lfw_version, split="test", batch_size=8, device="cpu")
     assert report.num_samples == 20 and report.accuracy > 0.7
     assert report.run_id == "ci-tiny" and report.variant == "se_resnet_tiny"
-    assert plot_curves(result.history, tmp_path / "curves.png").stat().st_size > 1000
-    assert plot_confusion_matrix(report.confusion_matrix, report.classes, tmp_path / "cm.png").is_file()
+    assert Path(plot_curves(result.history, tmp_path / "curves.png")).stat().st_size > 1000
+    assert Path(plot_confusion_matrix(report.confusion_matrix, report.classes, tmp_path / "cm.png")).is_file()
 
 
 @pytest.mark.timeout(240)
@@ -81,14 +83,15 @@ def test_ema_is_evaluated_every_epoch_and_checkpointed_beside_the_weights(fitted
     best = Path(result.best_checkpoint)
     meta, state = read_meta(best), load_checkpoint(best)
     steps = result.history[0].steps
-    assert state["ema"]["updates"] == steps * meta["epoch"]  # one update per optimizer step
+    assert state["ema"]["updates"] == steps * meta.epoch  # one update per optimizer step
     assert state["ema"]["model"].keys() == state["model"].keys()
     assert any(not torch.equal(state["ema"]["model"][k], v) for k, v in state["model"].items())
-    m = meta["metrics"]
-    assert meta["better_weights"] == ("ema" if m["ema_val_acc"] > m["val_acc"] else "model")
+    m = meta.metrics
+    assert m is not None and m.ema_val_acc is not None
+    assert meta.better_weights == ("ema" if m.ema_val_acc > m.val_acc else "model")
     report = evaluate_checkpoint(best, lfw_version, split="val", batch_size=8, device="cpu")
-    assert report.weights == meta["better_weights"]  # evaluation scores the better one and says which
-    better = max(m["val_acc"], m["ema_val_acc"])
+    assert report.weights == meta.better_weights  # evaluation scores the better one and says which
+    better = max(m.val_acc, m.ema_val_acc)
     assert report.accuracy == pytest.approx(better, abs=0.051)  # the val split the worker scored (1 image slack)
 
 

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-from senet_dist.train.checkpoint import META_FILE, resolve_checkpoint
+from senet_dist.train.checkpoint import META_FILE, CheckpointMeta, resolve_checkpoint
 from senet_dist.train.config import TrainConfig
 from senet_dist.train.launcher import RAY_TRAIN_LOG_LEVEL, _summarise, _trainer_options
 from senet_dist.train.worker import RunState
+from tests.helpers import epoch_metrics
 
 
 def _cfg(**kw: object) -> TrainConfig:
@@ -40,8 +41,9 @@ def test_a_run_dir_resolves_to_the_best_by_its_own_ranking(tmp_path: Path) -> No
     for name, epoch, raw, ema in (("checkpoint_1", 1, 0.9, 0.6), ("checkpoint_2", 2, 0.7, 0.8)):
         d = tmp_path / name
         d.mkdir()
-        meta = {"epoch": epoch, "keep_best_by": "ema_val_acc", "metrics": {"val_acc": raw, "ema_val_acc": ema}}
-        (d / META_FILE).write_text(json.dumps(meta))
+        metrics = epoch_metrics(epoch=epoch, val_acc=raw, ema_val_acc=ema)
+        meta = CheckpointMeta(model="m", num_classes=2, classes=["a", "b"], epoch=epoch, metrics=metrics)
+        (d / META_FILE).write_text(meta.model_copy(update={"keep_best_by": "ema_val_acc"}).to_json())
     assert resolve_checkpoint(tmp_path).name == "checkpoint_2"
     for d in tmp_path.iterdir():  # the same checkpoints ranked by the trained weights
         meta = json.loads((d / META_FILE).read_text())

@@ -1,5 +1,10 @@
-"""Single-process evaluation of a checkpoint on a dataset split: accuracy, per-class P/R/F1, confusion matrix,
-top-k and inference latency. Metrics are computed from the confusion matrix with numpy (no sklearn dependency).
+"""Scoring a model on a dataset split in this process: accuracy, per-class P/R/F1, confusion matrix, top-k and
+inference latency (:class:`EvalReport`), and a few sample predictions to look at (:class:`Samples`). Metrics are
+computed from the confusion matrix with numpy (no sklearn dependency).
+
+The model comes loaded (:class:`~senet_dist.train.checkpoint.LoadedModel`, from the one load path
+``load_model``), so a report and its samples score the same weights without loading them twice; the images get
+the evaluation view the run trained with (``meta.eval_view``).
 """
 
 from __future__ import annotations
@@ -14,10 +19,16 @@ import numpy as np
 import torch
 
 from senet_dist.devices import resolve_device
+from senet_dist.errors import PermanentError
+from senet_dist.storage import redact
+from senet_dist.train.checkpoint import LoadedModel, load_model
 
 if TYPE_CHECKING:
-    from senet_dist.data import LoaderConfig
-from senet_dist.train.checkpoint import model_from_checkpoint, resolve_checkpoint
+    from senet_dist.data import DatasetInfo
+
+
+class EvaluationError(PermanentError, ValueError):
+    """The model cannot be scored on that split: its classes differ from the dataset's, or the split is empty."""
 
 
 @dataclass
@@ -116,8 +127,8 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
     return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def evaluate_checkpoint(
-    checkpoint_dir: str | Path,
+def evaluate_model(
+    loaded: LoadedModel,
     version_dir: str | Path,
     *,
     split: str = "test",
@@ -126,33 +137,26 @@ def evaluate_checkpoint(
     num_workers: int = 0,
     run_id: str | None = None,
     top_k: int = 5,
-    weights: str = "auto",
 ) -> EvalReport:
-    """Evaluate a checkpoint (or a run directory: its best checkpoint) on ``split`` of a dataset version.
-
-    ``weights="auto"`` scores the better of the trained and the EMA weights on val at that epoch (the report's
-    ``weights`` says which); images get the evaluation view and normalisation the run trained with.
-    """
+    """Score a loaded model on ``split`` of a dataset version (images prepared with the run's evaluation view)."""
     from senet_dist.data import DatasetInfo, make_loader
 
-    checkpoint_dir = resolve_checkpoint(checkpoint_dir)
     dev = resolve_device(device, fallback="error")
-    model, meta = model_from_checkpoint(checkpoint_dir, map_location="cpu", weights=weights)
     info = DatasetInfo.load(version_dir)
-    if list(info.classes) != list(meta["classes"]):
-        raise ValueError(f"checkpoint classes {meta['classes']} differ from dataset classes {list(info.classes)}")
-    model = model.to(dev).eval()
-    loader = make_loader(version_dir, split, eval_loader_config(meta, batch_size, num_workers), train=False)
+    check_classes(loaded, info)
+    model = loaded.model.to(dev).eval()
+    lcfg = loaded.meta.eval_view.loader_config(batch_size, num_workers)
+    loader = make_loader(version_dir, split, lcfg, train=False)
     labels, preds, topk_hits, infer_s = _predict(model, loader, dev, top_k if info.num_classes > top_k else 0)
     n = len(labels)
     if n == 0:
         hint = " (sharded with a test fraction of 0: evaluate --split val)" if split == "test" else ""
-        raise ValueError(f"split {split!r} of {version_dir} is empty{hint}")
+        raise EvaluationError(f"split {split!r} of {redact(str(version_dir))} is empty{hint}")
     cm = confusion_matrix(labels, preds, info.num_classes)
     m = classification_metrics(cm, list(info.classes))
     return EvalReport(
-        run_id=run_id or meta.get("run_name") or Path(checkpoint_dir).resolve().parent.name,
-        variant=meta["model"],
+        run_id=run_id or loaded.meta.run_name or Path(loaded.location).resolve().parent.name,
+        variant=loaded.meta.model,
         dataset_version=str(info.version),
         split=split,
         top_k_accuracy=topk_hits / n if info.num_classes > top_k else None,
@@ -160,11 +164,29 @@ def evaluate_checkpoint(
         latency_ms_per_image=1000 * infer_s / n,
         img_per_s=n / infer_s if infer_s > 0 else 0.0,
         num_samples=n,
-        checkpoint=str(checkpoint_dir),
-        weights=meta["weights"],
-        extra={"epoch": meta.get("epoch"), "device": dev.type, "batch_size": batch_size},
+        checkpoint=redact(loaded.location),
+        weights=loaded.weights,
+        extra={"epoch": loaded.meta.epoch, "device": dev.type, "batch_size": batch_size},
         **m,
     )
+
+
+def evaluate_checkpoint(
+    location: str | Path, version_dir: str | Path, *, weights: str = "auto", **options: Any
+) -> EvalReport:
+    """:func:`evaluate_model` of the checkpoint at ``location`` (a checkpoint or run directory, local or a URI).
+
+    ``weights="auto"`` scores the better of the trained and the EMA weights on val at that epoch (the report's
+    ``weights`` says which)."""
+    return evaluate_model(load_model(location, weights=weights), version_dir, **options)
+
+
+def check_classes(loaded: LoadedModel, info: DatasetInfo) -> None:
+    """A model only scores data with its own classes, in its own order."""
+    if list(info.classes) != list(loaded.meta.classes):
+        raise EvaluationError(
+            f"checkpoint classes {loaded.meta.classes} differ from {info.version}'s classes {list(info.classes)}"
+        )
 
 
 def report_split(version_dir: str | Path) -> str:
@@ -173,21 +195,6 @@ def report_split(version_dir: str | Path) -> str:
     from senet_dist.data import DatasetInfo
 
     return "test" if DatasetInfo.load(version_dir).counts.get("test", 0) > 0 else "val"
-
-
-EVAL_VIEW = ("augment", "eval_crop_ratio", "mean", "std", "decoder")  # loader options that shape an eval batch
-
-
-def eval_loader_config(meta: dict[str, Any], batch_size: int, num_workers: int) -> LoaderConfig:
-    """The loader the run validated with (view, normalisation, decoder from its saved ``loader`` section), read
-    on the CPU; checkpoints without a saved config get the defaults."""
-    from senet_dist.data import LoaderConfig
-
-    saved = (meta.get("config") or {}).get("loader") or {}
-    view = {k: saved[k] for k in EVAL_VIEW if k in saved}
-    return LoaderConfig(
-        batch_size=batch_size, image_size=int(meta.get("image_size", 32)), num_workers=num_workers, **view
-    )
 
 
 @dataclass
@@ -205,23 +212,20 @@ class Samples:
 
 
 @torch.no_grad()
-def sample_predictions(
-    checkpoint_dir: str | Path, version_dir: str | Path, *, split: str = "test", n: int = 16, weights: str = "auto"
-) -> Samples:
-    """The first ``n`` images of ``split`` (evaluation view, on the CPU) with the checkpoint's predictions."""
+def sample_predictions(loaded: LoadedModel, version_dir: str | Path, *, split: str = "test", n: int = 16) -> Samples:
+    """The first ``n`` images of ``split`` (evaluation view, on the CPU) with the model's predictions."""
     from senet_dist.data import make_loader
 
-    checkpoint_dir = resolve_checkpoint(checkpoint_dir)
-    model, meta = model_from_checkpoint(checkpoint_dir, map_location="cpu", weights=weights)
-    lcfg = eval_loader_config(meta, batch_size=n, num_workers=0)
-    images, labels = next(iter(make_loader(version_dir, split, lcfg, train=False)))
-    predicted = model.eval()(images).argmax(1)
-    mean = torch.tensor(lcfg.mean).view(1, 3, 1, 1) * 255
-    std = torch.tensor(lcfg.std).view(1, 3, 1, 1) * 255
+    model = loaded.model.cpu().eval()
+    view = loaded.meta.eval_view
+    images, labels = next(iter(make_loader(version_dir, split, view.loader_config(batch_size=n), train=False)))
+    predicted = model(images).argmax(1)
+    mean = torch.tensor(view.mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(view.std).view(1, 3, 1, 1) * 255
     pixels = (images * std + mean).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    classes = list(meta["classes"])
+    classes = list(loaded.meta.classes)
     return Samples(
-        pixels, [classes[i] for i in labels.tolist()], [classes[i] for i in predicted.tolist()], meta["weights"]
+        pixels, [classes[i] for i in labels.tolist()], [classes[i] for i in predicted.tolist()], loaded.weights
     )
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from senet_dist.artifacts import ArtifactStore
-from senet_dist.plots import new_figure, save_png
+from senet_dist.evaluation.report import new_figure, save_png
 
 LEADERBOARD_SCHEMA = pa.schema(
     [

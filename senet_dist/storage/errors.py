@@ -10,13 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 from senet_dist.errors import PermanentError, SenetError
-
-
-def _is_uri(location: str) -> bool:
-    return "://" in location
 
 
 class StorageError(SenetError, OSError):
@@ -74,13 +69,21 @@ _KINDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 
 
 def redact(location: str | os.PathLike[str]) -> str:
-    """``location`` safe for a log line: a URI loses its query string (it may carry keys) and any user:password."""
+    """``location`` safe to write or log: a URI loses any ``user:password@`` and its query string and fragment (either
+    may carry keys, e.g. ``?secret_key=...`` or a presigned token); a plain path is returned as is.
+
+    The one redaction of the package: messages, tables, ``dataset.json``, reports and logs all show locations through
+    it. It never raises, also not on a malformed URI (a bad port, stray brackets): the text is cut, never parsed
+    strictly, so redaction cannot be the thing that fails on hostile input."""
     loc = str(location)
-    if not _is_uri(loc):
+    scheme, sep, rest = loc.partition("://")
+    if not sep:
         return loc
-    u = urlsplit(loc)
-    host = (u.hostname or "") + (f":{u.port}" if u.port else "")
-    return urlunsplit((u.scheme, host, u.path, "", ""))
+    for mark in ("?", "#"):
+        rest = rest.split(mark, 1)[0]
+    netloc, slash, path = rest.partition("/")
+    host = netloc.rsplit("@", 1)[-1]  # user:password@host -> host (a password may itself hold '@' or ':')
+    return f"{scheme}://{host}{slash}{path}"
 
 
 def classify_error(exc: BaseException, location: str | os.PathLike[str]) -> StorageError | None:

@@ -16,29 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
-from senet_dist.storage_errors import StorageConfigError, StorageError, classify_error, redact, storage_errors
-
-__all__ = [
-    "StorageError",
-    "basename",
-    "check_bucket",
-    "classify_error",
-    "redact",
-    "storage_errors",
-    "upload_file",
-    "copy_tree",
-    "download_dir",
-    "is_local",
-    "is_uri",
-    "join",
-    "list_files",
-    "read_bytes",
-    "resolve_filesystem",
-    "s3_options_from_env",
-    "upload_dir",
-    "write_bytes",
-]
-
+from senet_dist.storage.errors import StorageConfigError, redact, storage_errors
 
 # Set to 0 where every node has its own storage settings (e.g. a Kubernetes secret per pod): then the driver's keys are
 # not handed to Ray tasks and workers (where they would sit in Ray's object store).
@@ -124,8 +102,11 @@ def resolve_filesystem(location: str | os.PathLike[str]) -> tuple[pafs.FileSyste
         return pafs.S3FileSystem(**s3_options_from_env()), path
     try:
         fs, path = pafs.FileSystem.from_uri(loc)
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"cannot resolve storage location {redact(loc)!r}: {exc}") from None
+    except (ValueError, OSError) as exc:  # pyarrow's message may quote the URI, keys and all
+        detail = str(exc).replace(loc, redact(loc))
+        if parts.query:
+            detail = detail.replace(parts.query, "...")
+        raise ValueError(f"cannot resolve storage location {redact(loc)!r}: {detail}") from None
     return fs, path.rstrip("/") or path
 
 

@@ -1,4 +1,4 @@
-"""Evaluation as a Ray task (senet_dist.evaluate_cluster) and the pipeline step that uses it: same report as the
+"""Evaluation as a Ray task (senet_dist.evaluation.cluster) and the pipeline step that uses it: same report as the
 driver's, placed like the run's training workers. Real local Ray, a real trained checkpoint, real shards."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import logging
 import numpy as np
 import pytest
 
-from senet_dist.evaluate import EvalReport, evaluate_checkpoint, sample_predictions
-from senet_dist.evaluate_cluster import EvalPlacement, eval_placement, evaluate_on_cluster, evaluate_run
+from senet_dist.evaluation.cluster import EvalPlacement, eval_placement, evaluate_on_cluster, evaluate_run
+from senet_dist.evaluation.metrics import EvalReport, evaluate_checkpoint, sample_predictions
+from senet_dist.train.checkpoint import load_model
 from senet_dist.train.config import TrainConfig
 from tests.raycluster import RayCluster
 
@@ -36,7 +37,7 @@ def test_eval_placement_follows_the_training_workers() -> None:
 def test_cluster_evaluation_reports_what_the_driver_reports(ray_up, lfw_checkpoint) -> None:
     ckpt, version, info = lfw_checkpoint
     driver = evaluate_checkpoint(ckpt, version, split="test", run_id="run-1")
-    driver_samples = sample_predictions(ckpt, version, split="test")
+    driver_samples = sample_predictions(load_model(ckpt), version, split="test")
     remote = evaluate_on_cluster(str(ckpt), version, "test", EvalPlacement(), run_id="run-1")
     assert remote.node_id == ray_up.get_runtime_context().get_node_id()  # it ran as a task of this one-node Ray
     assert remote.report.accuracy == driver.accuracy > 0.7
@@ -64,7 +65,7 @@ def test_an_error_in_the_task_comes_back_as_itself(ray_up, lfw_checkpoint, tmp_p
 @pytest.mark.ray
 def test_the_pipeline_evaluates_on_ray_when_it_is_up_and_here_otherwise(ray_up, lfw_checkpoint, caplog) -> None:
     ckpt, version, _ = lfw_checkpoint
-    with caplog.at_level(logging.INFO, logger="senet_dist.evaluate_cluster"):
+    with caplog.at_level(logging.INFO, logger="senet_dist.evaluation.cluster"):
         on_ray = evaluate_run(ckpt, version, "val", EvalPlacement(), run_id="run-2")
     assert on_ray.node_id is not None and f"on Ray node {on_ray.node_id}" in caplog.text
     ray_up.shutdown()  # the next test's ray_up starts it again

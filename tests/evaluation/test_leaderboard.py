@@ -1,4 +1,4 @@
-"""senet_dist.report: leaderboard joined from the tables, text rendering, comparison PNG."""
+"""senet_dist.evaluation.leaderboard: leaderboard joined from the tables, text rendering, comparison PNG."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from senet_dist import storage
 from senet_dist.artifacts import ArtifactStore
-from senet_dist.report import LEADERBOARD_SCHEMA, format_leaderboard, leaderboard, plot_comparison
+from senet_dist.evaluation.leaderboard import LEADERBOARD_SCHEMA, format_leaderboard, leaderboard, plot_comparison
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from senet_dist.cli import app
-from senet_dist.evaluate import evaluate_checkpoint
+from senet_dist.evaluation.metrics import evaluate_checkpoint
 from senet_dist.storage import upload_dir
 from senet_dist.train.checkpoint import (
     CHECKPOINT_FILE,
@@ -22,6 +22,7 @@ from senet_dist.train.checkpoint import (
     read_meta,
     save_checkpoint,
 )
+from tests.helpers import epoch_metrics
 
 runner = CliRunner()
 
@@ -33,9 +34,10 @@ def run_dir(lfw_checkpoint, tmp_path) -> Path:
     ckpt = lfw_checkpoint[0]
     run = tmp_path / "run-1"
     state, meta = load_checkpoint(ckpt), read_meta(ckpt)
-    save_checkpoint(run / "checkpoint_000000", state, {**meta, "epoch": 1, "metrics": {"val_acc": 0.9}})
+    good = meta.model_copy(update={"epoch": 1, "metrics": epoch_metrics(epoch=1, val_acc=0.9)})
+    save_checkpoint(run / "checkpoint_000000", state, good)
     zeroed = {k: torch.zeros_like(v) if v.is_floating_point() else v for k, v in state["model"].items()}
-    worse = {**meta, "epoch": 2, "metrics": {"val_acc": 0.2}}
+    worse = meta.model_copy(update={"epoch": 2, "metrics": epoch_metrics(epoch=2, val_acc=0.2)})
     save_checkpoint(run / "checkpoint_000001", {**state, "model": zeroed}, worse)
     (run / "checkpoint_000002").mkdir()
     shutil.copy(ckpt / CHECKPOINT_FILE, run / "checkpoint_000002" / CHECKPOINT_FILE)

@@ -1,15 +1,22 @@
-"""Pure metric maths and plots of senet_dist.evaluate / senet_dist.plots (no checkpoint, no Ray)."""
+"""Scoring a model (senet_dist.evaluation.metrics): the metric maths, and real checkpoints on real lfw-subset shards."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from senet_dist.evaluate import classification_metrics, confusion_matrix
-from senet_dist.plots import plot_confusion_matrix, plot_curves
-from tests.helpers import epoch_metrics
+from senet_dist.evaluation.metrics import (
+    EvaluationError,
+    classification_metrics,
+    confusion_matrix,
+    evaluate_checkpoint,
+    evaluate_model,
+    sample_predictions,
+)
+from senet_dist.train.checkpoint import load_model
 
 
 def test_confusion_matrix_counts_pairs() -> None:
@@ -36,25 +43,8 @@ def test_class_never_predicted_or_absent_gives_zero_not_nan() -> None:
     assert not np.isnan(m["macro_f1"])
 
 
-def test_plots_write_pngs(tmp_path) -> None:
-    cm_png = plot_confusion_matrix(np.eye(3, dtype=int) * 5, ["a", "b", "c"], tmp_path / "cm.png")
-    hist = [epoch_metrics(epoch=e, train_loss=1 / e, val_loss=1.1 / e, val_acc=0.4, best_val_acc=0.4) for e in (1, 2)]
-    curves = plot_curves(hist, tmp_path / "sub" / "curves.png")
-    for p in (cm_png, curves):
-        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
-
-
-def test_plot_input_errors(tmp_path) -> None:
-    with pytest.raises(ValueError, match="does not match"):
-        plot_confusion_matrix(np.eye(2), ["a", "b", "c"], tmp_path / "x.png")
-    with pytest.raises(ValueError, match="empty"):
-        plot_curves([], tmp_path / "y.png")
-
-
 # ---- evaluate_checkpoint on a real checkpoint (tests/conftest.py: lfw_checkpoint) over real lfw-subset shards ----
 def test_evaluate_checkpoint_report_is_consistent(lfw_checkpoint, tmp_path) -> None:
-    from senet_dist.evaluate import evaluate_checkpoint
-
     ckpt, version, info = lfw_checkpoint
     report = evaluate_checkpoint(ckpt, version, split="test", batch_size=7, device="cpu")
     n = info.counts["test"]
@@ -89,15 +79,13 @@ def test_evaluate_checkpoint_report_is_consistent(lfw_checkpoint, tmp_path) -> N
     assert d["weights"] == report.weights == "model"  # no EMA in this checkpoint
     assert d["run_id"] == "eval-test" and d["dataset_version"] == info.version
     assert json.loads(d["report_json"])["num_samples"] == n
-    png = plot_confusion_matrix(report.confusion_matrix, report.classes, tmp_path / "cm.png")
-    assert png.stat().st_size > 1000
+    assert report.checkpoint == str(ckpt)
 
 
 def test_evaluation_uses_the_better_weights_and_says_which(lfw_checkpoint, tmp_path) -> None:
     """A checkpoint holding trained and EMA weights: "auto" scores the one meta.json names as better on val."""
     import torch
 
-    from senet_dist.evaluate import evaluate_checkpoint
     from senet_dist.train.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
 
     ckpt, version, _ = lfw_checkpoint
@@ -107,7 +95,7 @@ def test_evaluation_uses_the_better_weights_and_says_which(lfw_checkpoint, tmp_p
     good = state["model"]
     broken = {k: torch.zeros_like(v) if v.is_floating_point() else v for k, v in good.items()}  # constant logits
     state = {**state, "model": broken, "ema": {"model": good, "updates": 10}}
-    both = save_checkpoint(tmp_path / "both", state, {**meta, "better_weights": "ema"})
+    both = save_checkpoint(tmp_path / "both", state, meta.model_copy(update={"better_weights": "ema"}))
     auto = evaluate_checkpoint(both, version, device="cpu")
     raw = evaluate_checkpoint(both, version, weights="model", device="cpu")
     assert auto.weights == "ema" and raw.weights == "model"
@@ -116,7 +104,6 @@ def test_evaluation_uses_the_better_weights_and_says_which(lfw_checkpoint, tmp_p
 
 
 def test_evaluate_rejects_bad_inputs(lfw_checkpoint, tmp_path) -> None:
-    from senet_dist.evaluate import evaluate_checkpoint
     from senet_dist.train.checkpoint import CheckpointError
 
     ckpt, version, _ = lfw_checkpoint
@@ -124,12 +111,26 @@ def test_evaluate_rejects_bad_inputs(lfw_checkpoint, tmp_path) -> None:
         evaluate_checkpoint(tmp_path, version)
     with pytest.raises(ValueError, match="split must be one of"):
         evaluate_checkpoint(ckpt, version, split="holdout")
+    loaded = load_model(ckpt)
+    swapped = loaded.meta.model_copy(update={"classes": loaded.meta.classes[::-1]})
+    with pytest.raises(EvaluationError, match="differ from"):
+        evaluate_model(type(loaded)(loaded.model, swapped, loaded.weights, loaded.location), version)
+
+
+def test_one_load_serves_the_report_and_its_samples(lfw_checkpoint) -> None:
+    """evaluate_model and sample_predictions take the loaded model: the weights are read once, and both see them."""
+    ckpt, version, _ = lfw_checkpoint
+    loaded = load_model(ckpt)
+    report = evaluate_model(loaded, version, device="cpu")
+    samples = sample_predictions(loaded, version, n=4)
+    assert report.weights == samples.weights == loaded.weights == "model"
+    assert report.variant == loaded.meta.model and report.run_id == loaded.meta.run_name
 
 
 def test_top5_counts_labels_ranked_within_five() -> None:
     import torch
 
-    from senet_dist.evaluate import _predict
+    from senet_dist.evaluation.metrics import _predict
 
     scores = torch.arange(8, dtype=torch.float32).flip(0).repeat(4, 1)  # class 0 ranks 1st ... class 7 ranks 8th
     labels = torch.tensor([0, 4, 5, 7])  # ranks 1, 5, 6, 8 -> two inside the top 5
@@ -137,36 +138,16 @@ def test_top5_counts_labels_ranked_within_five() -> None:
     assert hits == 2 and p.tolist() == [0, 0, 0, 0] and y.tolist() == [0, 4, 5, 7]
 
 
-def test_evaluate_command_writes_report_and_plots(lfw_checkpoint, tmp_path) -> None:
-    from rich.console import Console
-
-    from senet_dist.train.commands import evaluate_command
-
-    ckpt, version, info = lfw_checkpoint
-    console = Console(record=True, width=120)
-    shards_root = version.parent  # a shards root resolves to its LATEST version
-    report = evaluate_command(
-        ckpt, shards_root, split="val", out_dir=tmp_path / "out", batch_size=8, device="cpu", console=console
-    )
-    assert report.num_samples == info.counts["val"]
-    saved = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert saved["accuracy"] == report.accuracy and saved["run_id"] == "eval-test"
-    assert (tmp_path / "out" / "confusion.png").stat().st_size > 1000
-    assert (tmp_path / "out" / "samples.png").stat().st_size > 1000
-    assert "non_face" in console.export_text()
-
-
 def test_sample_predictions_give_the_images_as_seen_with_names(lfw_checkpoint, tmp_path) -> None:
-    from senet_dist.evaluate import sample_predictions
-    from senet_dist.plots import plot_sample_grid
+    from senet_dist.evaluation.report import plot_sample_grid
 
     ckpt, version, info = lfw_checkpoint
-    s = sample_predictions(ckpt, version, split="test", n=6)
+    s = sample_predictions(load_model(ckpt), version, split="test", n=6)
     assert s.images.shape == (6, 32, 32, 3) and s.images.dtype == np.uint8
     assert s.images.std() > 10  # real pixels back from the normalised batch, not a constant
     assert set(s.true) <= set(info.classes) and set(s.predicted) <= set(info.classes)
     assert sum(t == p for t, p in zip(s.true, s.predicted, strict=True)) >= 4  # the model beats chance here too
     assert s.titles[0] == f"{s.true[0]} / {s.predicted[0]}" and s.weights == "model"
-    assert plot_sample_grid(s.images, s.titles, tmp_path / "grid.png", cols=4).stat().st_size > 1000
+    assert Path(plot_sample_grid(s.images, s.titles, tmp_path / "grid.png", cols=4)).stat().st_size > 1000
     with pytest.raises(ValueError, match="need N>0 images"):
         plot_sample_grid(s.images[:2], s.titles, tmp_path / "bad.png")

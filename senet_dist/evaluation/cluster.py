@@ -1,7 +1,7 @@
 """Evaluation where the run trained: a checkpoint's report and sample predictions as one Ray task, placed on the
 same kind of node as the run's training workers (a GPU node when ``use_gpu``), never on a CPU-only driver.
 
-The task computes exactly what the driver computes in-process (``evaluate_here``: ``evaluate_checkpoint`` +
+The task computes exactly what the driver computes in-process (``evaluate_here``: ``evaluate_model`` +
 ``sample_predictions``), so a report does not depend on where it was made; only the picklable results
 (``EvalReport``, ``Samples``) travel back. Plots and uploads stay with the caller.
 """
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from senet_dist.evaluate import EvalReport, Samples, evaluate_checkpoint, sample_predictions
-from senet_dist.storage import local_dir, redact, storage_env, storage_environment
-from senet_dist.train.checkpoint import locate_checkpoint
+from senet_dist.evaluation.metrics import EvalReport, Samples, evaluate_model, sample_predictions
+from senet_dist.storage import storage_env, storage_environment
+from senet_dist.train.checkpoint import load_model
 
 if TYPE_CHECKING:
     from senet_dist.train.config import TrainConfig
@@ -65,15 +64,12 @@ def evaluate_here(
     batch_size: int = 256,
     device: str = "auto",
 ) -> Evaluation:
-    """Evaluate in this process: the checkpoint (a path or URI; a run dir -> its best checkpoint) is fetched onto
-    this machine (downloaded into a temp dir when remote) and scored on ``split`` of the dataset ``version``.
-    The report names the checkpoint by its location, not by the temp dir it was read from."""
-    located = locate_checkpoint(checkpoint)
-    with tempfile.TemporaryDirectory(prefix="senet-eval-") as tmp:
-        ckpt = local_dir(located, Path(tmp) / "checkpoint")
-        report = evaluate_checkpoint(ckpt, version, split=split, batch_size=batch_size, device=device, run_id=run_id)
-        samples = sample_predictions(ckpt, version, split=split)
-    report.checkpoint = redact(located)
+    """Evaluate in this process: the checkpoint (a path or URI; a run dir -> its best checkpoint) is loaded once
+    (downloaded into a temp dir when remote) and scored on ``split`` of the dataset ``version``, with a few sample
+    predictions. The report names the checkpoint by its location, not by the temp dir it was read from."""
+    loaded = load_model(checkpoint)
+    report = evaluate_model(loaded, version, split=split, batch_size=batch_size, device=device, run_id=run_id)
+    samples = sample_predictions(loaded, version, split=split)
     return Evaluation(report, samples, _ray_node_id())
 
 

@@ -1,4 +1,10 @@
-"""Headless PNG plots (confusion matrix, training curves) and the one figure style every chart shares.
+"""An evaluation's report on disk or in the bucket: ``report.json`` and its plots, written by one function
+(:func:`write_report`) for ``senet-dist evaluate`` and the flow alike, so both name every file the same:
+
+    report.json            the whole EvalReport (metrics, per class, confusion matrix, latency, checkpoint)
+    confusion_matrix.png   counts, true class by predicted class
+    curves.png             train/val loss and accuracy per epoch (when the run's history is known)
+    samples.png            a grid of test images, each titled "true / predicted"
 
 Figures are built object-style (``Figure`` + an Agg canvas), never through pyplot's global state: no display is
 needed, concurrent flow tasks can draw at once, and nothing has to be closed. Every chart is made by
@@ -8,6 +14,7 @@ needed, concurrent flow tasks can draw at once, and nothing has to be closed. Ev
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,12 +24,32 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from senet_dist.storage import is_uri, write_bytes
+from senet_dist.storage import is_uri, join, write_bytes
 
 if TYPE_CHECKING:
+    from senet_dist.evaluation.metrics import EvalReport, Samples
     from senet_dist.train.results import EpochMetrics
 
 DPI = 110
+REPORT_FILE, CONFUSION_FILE = "report.json", "confusion_matrix.png"
+CURVES_FILE, SAMPLES_FILE = "curves.png", "samples.png"
+
+
+def write_report(
+    report: EvalReport, out: str | os.PathLike[str], *, samples: Samples | None, history: Sequence[EpochMetrics]
+) -> list[str]:
+    """Write ``report.json`` and the plots into ``out`` (a directory or URI prefix); returns the file names."""
+    loc = str(out) if is_uri(out) else str(Path(out).expanduser().resolve())
+    plot_confusion_matrix(report.confusion_matrix, report.classes, join(loc, CONFUSION_FILE))
+    written = [CONFUSION_FILE]
+    if history:
+        plot_curves(history, join(loc, CURVES_FILE))
+        written.append(CURVES_FILE)
+    if samples is not None:
+        plot_sample_grid(samples.images, samples.titles, join(loc, SAMPLES_FILE))
+        written.append(SAMPLES_FILE)
+    write_bytes(join(loc, REPORT_FILE), json.dumps(report.to_dict(), indent=2, default=str).encode())
+    return [REPORT_FILE, *written]
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -42,7 +69,7 @@ def save_png(fig: Figure, path: str | os.PathLike[str]) -> str:
     return target
 
 
-def plot_confusion_matrix(cm: Any, classes: Sequence[str], path: str | Path, *, normalize: bool = False) -> Path:
+def plot_confusion_matrix(cm: Any, classes: Sequence[str], path: str | Path, *, normalize: bool = False) -> str:
     """Counts (or row-normalised rates) with class names on both axes; numbers drawn for up to 20 classes."""
     cm = np.asarray(cm, dtype=float)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(classes):
@@ -64,11 +91,10 @@ def plot_confusion_matrix(cm: Any, classes: Sequence[str], path: str | Path, *, 
             for j in range(n):
                 txt = f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
                 ax.text(j, i, txt, ha="center", va="center", fontsize=8, color="white" if shown[i, j] > hi else "black")
-    save_png(fig, path)
-    return Path(path)
+    return save_png(fig, path)
 
 
-def plot_curves(history: Sequence[EpochMetrics], path: str | Path) -> Path:
+def plot_curves(history: Sequence[EpochMetrics], path: str | Path) -> str:
     """Two panels: train/val loss and train/val accuracy per epoch (plus the EMA weights on val, if kept)."""
     if not history:
         raise ValueError("history is empty: nothing to plot")
@@ -87,11 +113,10 @@ def plot_curves(history: Sequence[EpochMetrics], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     ax_acc.set_ylim(0, 1.02)
-    save_png(fig, path)
-    return Path(path)
+    return save_png(fig, path)
 
 
-def plot_sample_grid(images: np.ndarray, titles: Sequence[str], path: str | Path, *, cols: int = 4) -> Path:
+def plot_sample_grid(images: np.ndarray, titles: Sequence[str], path: str | Path, *, cols: int = 4) -> str:
     """A grid of uint8 images (N, H, W, 3), each titled (e.g. ``true / predicted``)."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(titles) or not len(images):
@@ -103,5 +128,4 @@ def plot_sample_grid(images: np.ndarray, titles: Sequence[str], path: str | Path
         if i < len(images):
             ax.imshow(images[i])
             ax.set_title(titles[i], fontsize=8)
-    save_png(fig, path)
-    return Path(path)
+    return save_png(fig, path)
