@@ -55,11 +55,12 @@ def candidate(store: ArtifactStore, run_id: str, dataset: str) -> ModelRecord:
 def register_run(store: ArtifactStore, run_id: str, dataset: str, *, reason: str = "registered") -> ModelRecord:
     """Register a completed run as a ``challenger`` of ``dataset`` (a no-op returning its state if registered)."""
     rec = candidate(store, run_id, dataset)
-    with registry_lock(store, dataset):
+    with registry_lock(store, dataset) as lock:
         existing = states(store).get(run_id)
         if existing is not None:
             return existing
         row = rec.event(reason=reason, action="register")
+        lock.fence()
         store.append(TABLE, [row])
     return ModelRecord.from_row(row)
 
@@ -71,7 +72,7 @@ def promote(store: ArtifactStore, model_id: str, reason: str, *, action: str = "
     if not reason.strip():
         raise RegistryError("a promotion needs a reason")
     dataset = get(store, model_id).dataset
-    with registry_lock(store, dataset):
+    with registry_lock(store, dataset) as lock:
         current = states(store, dataset)
         rec = current.get(model_id)
         if rec is None:  # moved to another dataset? never: datasets are fixed at registration
@@ -87,6 +88,7 @@ def promote(store: ArtifactStore, model_id: str, reason: str, *, action: str = "
                     at=now, stage=ARCHIVED, promoted_at=None, reason=f"replaced by {model_id}: {reason}", action=action
                 )
             )
+        lock.fence()
         store.append(TABLE, rows)
     return ModelRecord.from_row(rows[0] | {"created_at": now})
 
@@ -98,7 +100,7 @@ def rollback(store: ArtifactStore, dataset: str, reason: str) -> tuple[ModelReco
     one nor a model retired by an earlier rollback, so repeated rollbacks walk further back in history."""
     if not reason.strip():
         raise RegistryError("a rollback needs a reason")
-    with registry_lock(store, dataset):
+    with registry_lock(store, dataset) as lock:
         history = events(store, dataset)
         current = one_champion_each({r.model_id: r for r in history})  # newest per id (history is ordered)
         retired = champion_of(current)
@@ -136,6 +138,7 @@ def rollback(store: ArtifactStore, dataset: str, reason: str) -> tuple[ModelReco
                 action="rollback",
             ),
         ]
+        lock.fence()
         store.append(TABLE, rows)
     return ModelRecord.from_row(rows[0] | {"created_at": now}), ModelRecord.from_row(rows[1] | {"created_at": now})
 
@@ -143,10 +146,11 @@ def rollback(store: ArtifactStore, dataset: str, reason: str) -> tuple[ModelReco
 def record_export(store: ArtifactStore, model_id: str, uri: str) -> ModelRecord:
     """Add an export URI to a registered model (its stage and reason carried forward unchanged)."""
     dataset = get(store, model_id).dataset
-    with registry_lock(store, dataset):
+    with registry_lock(store, dataset) as lock:
         rec = states(store, dataset)[model_id]
         if uri in rec.export_uris:
             return rec
         row = rec.event(export_uris=(*rec.export_uris, uri), action="export")
+        lock.fence()
         store.append(TABLE, [row])
     return ModelRecord.from_row(row)
