@@ -288,7 +288,7 @@ class _S3Lease(HeldLock):
         if body.get("token") == self.token:  # our create landed; botocore retried it into a 412
             self.etag = etag
             return None
-        expired_for = time.time() - _float(body.get("expires"))
+        expired_for = time.time() - _float(body.get("expires"))  # a body without one: expired (torn, foreign)
         if expired_for < 0:
             return _describe(body)
         if _S3Lease.before_takeover is not None:
@@ -327,7 +327,8 @@ class _S3Lease(HeldLock):
                     self.lost = f"registry lease {self.uri} was {who} while this process held it; nothing written"
                     raise RegistryLockLost(self.lost)
                 self.etag = current[0]  # our last renewal landed but its reply did not: adopt it, renew again
-            raise RegistryLockLost(f"registry lease {self.uri}: renewal keeps failing its own condition")
+            self.lost = f"registry lease {self.uri}: renewal keeps failing its condition; nothing written"
+            raise RegistryLockLost(self.lost)
 
     def _heartbeat(self) -> None:
         """Renew every third of a lease until released, so a long critical section never loses the lease."""
