@@ -97,7 +97,7 @@ def promote_best(
                 reevaluated = champ.dataset_version != version
             except IncompatibleModel as exc:
                 note = f"champion {champ.model_id} cannot be compared on {version}: {exc}"
-        with registry_lock(store, dataset):
+        with registry_lock(store, dataset) as lock:
             now_states = states(store, dataset)
             now_champ = next((r for r in now_states.values() if r.stage == CHAMPION), None)
             if (now_champ and now_champ.model_id) != (champ and champ.model_id) or any(
@@ -108,6 +108,7 @@ def promote_best(
                 champ_eval = with_metrics(now_champ, champ_eval.metrics)  # its newest event (exports included)
             rows, result = decide(dataset, version, split, best, fresh, now_champ, champ_eval, note)
             result.reevaluated = reevaluated
+            lock.fence()
             append_events(store, rows)
         if export_root is not None and result.decision == "promoted" and result.best is not None:
             _export_champion(store, result, version_dir, export_root, export_format)

@@ -175,7 +175,7 @@ def find(store: ArtifactStore, model_id: str) -> ModelRecord | None:
 
 
 def append_events(store: ArtifactStore, rows: Sequence[dict[str, Any]]) -> None:
-    """Write ``rows`` as one part (callers hold the dataset's lock)."""
+    """Write ``rows`` as one part (callers hold the dataset's lock and ``fence()`` it first)."""
     store.append(TABLE, list(rows))
 
 
@@ -211,11 +211,12 @@ def candidate(store: ArtifactStore, run_id: str, dataset: str) -> ModelRecord:
 def register_run(store: ArtifactStore, run_id: str, dataset: str, *, reason: str = "registered") -> ModelRecord:
     """Register a completed run as a ``challenger`` of ``dataset`` (a no-op returning its state if registered)."""
     rec = candidate(store, run_id, dataset)
-    with registry_lock(store, dataset):
+    with registry_lock(store, dataset) as lock:
         existing = states(store).get(run_id)
         if existing is not None:
             return existing
         row = rec.event(reason=reason, action="register")
+        lock.fence()
         store.append(TABLE, [row])
     return ModelRecord.from_row(row)
 
@@ -227,7 +228,7 @@ def promote(store: ArtifactStore, model_id: str, reason: str, *, action: str = "
     if not reason.strip():
         raise RegistryError("a promotion needs a reason")
     dataset = get(store, model_id).dataset
-    with registry_lock(store, dataset):
+    with registry_lock(store, dataset) as lock:
         current = states(store, dataset)
         rec = current.get(model_id)
         if rec is None:  # moved to another dataset? never: datasets are fixed at registration
@@ -243,6 +244,7 @@ def promote(store: ArtifactStore, model_id: str, reason: str, *, action: str = "
                     at=now, stage=ARCHIVED, promoted_at=None, reason=f"replaced by {model_id}: {reason}", action=action
                 )
             )
+        lock.fence()
         store.append(TABLE, rows)
     return ModelRecord.from_row(rows[0] | {"created_at": now})
 
@@ -254,7 +256,7 @@ def rollback(store: ArtifactStore, dataset: str, reason: str) -> tuple[ModelReco
     one nor a model retired by an earlier rollback, so repeated rollbacks walk further back in history."""
     if not reason.strip():
         raise RegistryError("a rollback needs a reason")
-    with registry_lock(store, dataset):
+    with registry_lock(store, dataset) as lock:
         history = events(store, dataset)
         current = one_champion_each({r.model_id: r for r in history})  # newest per id (history is ordered)
         retired = champion_of(current)
@@ -292,6 +294,7 @@ def rollback(store: ArtifactStore, dataset: str, reason: str) -> tuple[ModelReco
                 action="rollback",
             ),
         ]
+        lock.fence()
         store.append(TABLE, rows)
     return ModelRecord.from_row(rows[0] | {"created_at": now}), ModelRecord.from_row(rows[1] | {"created_at": now})
 
@@ -299,12 +302,13 @@ def rollback(store: ArtifactStore, dataset: str, reason: str) -> tuple[ModelReco
 def record_export(store: ArtifactStore, model_id: str, uri: str, sha256: str | None = None) -> ModelRecord:
     """Add an export URI (and its model file's digest) to a registered model (stage and reason carried forward)."""
     dataset = get(store, model_id).dataset
-    with registry_lock(store, dataset):
+    with registry_lock(store, dataset) as lock:
         rec = states(store, dataset)[model_id]
         if uri in rec.export_uris:
             return rec
         digests = rec.export_sha256 if len(rec.export_sha256) == len(rec.export_uris) else ("",) * len(rec.export_uris)
         row = rec.event(export_uris=(*rec.export_uris, uri), export_sha256=(*digests, sha256 or ""), action="export")
+        lock.fence()
         store.append(TABLE, [row])
     return ModelRecord.from_row(row)
 

@@ -211,9 +211,9 @@ def test_s3_lease_excludes_expires_and_is_taken_over(s3_bucket):
     # A holder that died without releasing: its lease expires and one waiter takes it over.
     from senet_dist.release.lock import _S3Lease
 
-    dead = _S3Lease.create(store.base, lock_name("lfw"), lease_s=0.5)
-    assert dead is not None
+    dead = _S3Lease.for_store(store, lock_name("lfw"), lease_s=0.5)
     dead.acquire(timeout=1)
+    dead.stop_heartbeat()  # it died: no more renewals
     with pytest.raises(RegistryLockTimeout):
         with registry_lock(store, "lfw", timeout=0.2):
             pass
