@@ -5,11 +5,11 @@ Registered in ``senet_dist.cli.__init__``; unset options take the pipeline confi
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from senet_dist import recipes
 from senet_dist.cli.common import console, fail
 
 
@@ -39,7 +39,8 @@ def run(
     ] = None,
     variant: Annotated[list[str] | None, typer.Option(help="Model variant (repeatable)")] = None,
     config: Annotated[
-        Path | None, typer.Option(help="Recipe (configs/recipes/): variants, train and shard sections")
+        str | None,
+        typer.Option(help=f"Recipe: a name ({', '.join(recipes.names())}) or a YAML file with variants/train/shard"),
     ] = None,
     shards: Annotated[str | None, typer.Option(help="Shards root (local dir or s3:// URI)")] = None,
     artifacts: Annotated[

@@ -74,7 +74,9 @@ def _print_summary(names: list[str], image_size: int | None, num_classes: int, k
 def train(
     model: Annotated[str, typer.Option(help="Registered model name (see `senet-dist models`)")],
     data: Annotated[str, typer.Option(help="Shards root or dataset version: a directory or URI (s3://bucket/shards)")],
-    config: Annotated[Path | None, typer.Option(help="YAML/JSON TrainConfig file")] = None,
+    config: Annotated[
+        str | None, typer.Option(help="A TrainConfig YAML/JSON file, or a recipe (name or file): its train section")
+    ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. --set epochs=5 --set lr=0.1")] = None,
     storage: Annotated[str, typer.Option(help="Ray Train storage path (local dir or s3:// URI)")] = "runs",
     name: Annotated[str | None, typer.Option(help="Run name; reusing one resumes it")] = None,

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .config import ShardConfig
     from .datasets import DatasetSpec, dataset_specs, fetch_dataset, list_datasets
+    from .groups import sharding_executor
     from .images import EncodeConfig, process_image
     from .loader import Loader, LoaderConfig, LoaderOptions, make_loader
     from .manifest import DatasetInfo, latest_version, list_versions, resolve_version
+    from .preprocess import Preprocess
     from .reader import ShardUnavailableError
-    from .shard import ShardResult, fingerprint_source, shard_dataset
+    from .shard import ShardResult, fingerprint_source, shard_dataset, source_changed
     from .source import DatasetError
     from .stream import ShardReadError
 
@@ -36,7 +38,10 @@ _WHERE = {
     "list_versions": "manifest",
     "resolve_version": "manifest",
     "ShardConfig": "config",
+    "Preprocess": "preprocess",
     "ShardResult": "shard",
+    "sharding_executor": "groups",
+    "source_changed": "shard",
     "fingerprint_source": "shard",
     "shard_dataset": "shard",
     "DatasetError": "source",

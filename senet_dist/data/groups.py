@@ -1,8 +1,6 @@
-"""Shard groups: the unit of sharding work, and the two executors that run them.
-
-Each split's ordered work list is cut into groups of ``max_count`` candidates; a group is encoded and written by one
-function (``shard.write_group``) whose shard names depend only on (split, group index). So the local process pool
-and one Ray task per group produce the same manifest rows, shard names and counts: only where the work runs differs.
+"""Shard groups: each split's ordered work list cut into groups of ``max_count`` candidates, and the two executors
+that write them (this machine's process pool, or one Ray task per group on a cluster). Each group is written by
+``writer.write_group``, whose shard names depend only on (split, group index), so both give the same rows.
 """
 
 from __future__ import annotations
@@ -10,14 +8,15 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from senet_dist.storage import is_local, storage_env, storage_environment
 
 from .source import SourceFile, SourceTree
+from .writer import GroupResult, ShardSink, WorkGroup, encoded, write_group
 
 if TYPE_CHECKING:
     from .config import ShardConfig
@@ -26,40 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Executor = Literal["processes", "ray"]
 EXECUTORS: tuple[Executor, ...] = ("processes", "ray")
-
-
-@dataclass(frozen=True)
-class WorkGroup:
-    """At most ``max_count`` candidates of one split, in the split's shuffled order; ``index`` counts per split."""
-
-    split: str
-    index: int
-    work: list[tuple[str, SourceFile]]
-
-
-@dataclass
-class GroupResult:
-    """What writing one group produced: table rows (in work order), the shards it wrote and their sample counts."""
-
-    split: str
-    index: int
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    rejected: list[dict[str, Any]] = field(default_factory=list)
-    shards: list[str] = field(default_factory=list)
-    shard_counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def count(self) -> int:
-        return len(self.rows)
-
-
-@dataclass(frozen=True)
-class ShardSink:
-    """Where a group's finished shards go: written into ``directory`` (a build dir inside a local OUT, or a temp dir),
-    and, with ``upload_to`` (a remote version location), uploaded from there and removed locally once complete."""
-
-    directory: Path
-    upload_to: str | None = None
 
 
 def cut_groups(work: list[tuple[str, SourceFile]], max_count: int) -> list[WorkGroup]:
@@ -112,11 +77,9 @@ def _run_processes(
     tick: Callable[[int], None] | None,
 ) -> list[GroupResult]:
     """One image-level process pool over all groups (no pool start-up per group); groups written in this process."""
-    from .shard import _encoded, write_group
-
     work = [item for g in groups for item in g.work]
-    encoded = _ticking(_encoded(tree, work, cfg), tick)
-    return [write_group(tree, g, cfg, sink, islice(encoded, len(g.work))) for g in groups]
+    results = _ticking(encoded(tree, work, cfg), tick)
+    return [write_group(tree, g, cfg, sink, islice(results, len(g.work))) for g in groups]
 
 
 def _run_ray(
@@ -146,8 +109,6 @@ def _group_task(
     tree: SourceTree, group: WorkGroup, cfg: ShardConfig, sink: ShardSink, env: dict[str, str]
 ) -> GroupResult:
     """Runs on any node: remote OUT -> build in a temp dir of this node and upload; local OUT -> the build dir."""
-    from .shard import write_group
-
     with storage_environment(env):
         if sink.upload_to is None:
             return write_group(tree, group, cfg, sink)

@@ -12,13 +12,12 @@ import logging
 import os
 import shutil
 import socket
-from collections.abc import Iterable
 from pathlib import Path
 
-from senet_dist.storage import join, storage_errors, upload_file
+from senet_dist.storage import join
 
-from .groups import ShardSink
 from .manifest import VERSION_RE, list_versions, version_names
+from .writer import upload
 
 log = logging.getLogger(__name__)
 BUILD_PREFIX = ".tmp-build-"
@@ -45,21 +44,6 @@ def next_remote_version(out: str, fingerprint: str) -> str:
             return name
     numbers = [int(VERSION_RE.match(n).group(1)) for n in names]  # type: ignore[union-attr]
     return version_name(1 + max(numbers, default=0), fingerprint)
-
-
-def upload(local: Path, location: str) -> None:
-    """The one upload step of publishing (a shard, a table); a fault here must never leave a listed version."""
-    with storage_errors(location):
-        upload_file(local, location)
-
-
-def finish_shards(sink: ShardSink, names: Iterable[str]) -> None:
-    """A group's shards are complete: upload them (and free the local disk) when the version is remote."""
-    if sink.upload_to is None:
-        return
-    for name in names:
-        upload(sink.directory / name, join(sink.upload_to, name))
-        (sink.directory / name).unlink()
 
 
 def publish_tables(build: Path, version_loc: str) -> None:

@@ -1,34 +1,29 @@
 """ImageFolder tree -> versioned WebDataset shards + Parquet manifest (see docs/architecture.md for the layout).
 
-Flow: scan (no decoding) -> split -> content hashes -> fingerprint -> no-op if LATEST already has it -> cut each
-split into shard groups -> encode + write each group (a process pool, or one Ray task per group) -> publish (see
-``publish``: a local OUT gets a build dir + atomic rename, a URI OUT uploads shards, then tables, then LATEST).
+Flow: scan (``source``, no decoding) -> split (``split``) -> content hashes -> fingerprint (``fingerprint``) -> no-op
+if LATEST already has it -> cut each split into shard groups (``groups``) -> encode + write each group (``writer``,
+in a process pool or one Ray task per group) -> publish (``publish``: a local OUT gets a build dir + atomic rename, a
+URI OUT uploads shards, then tables, then LATEST). This module runs that story; each step is its own module.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import multiprocessing
 import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from senet_dist.storage import basename, check_bucket, is_local, is_uri, join
+from senet_dist.storage import basename, check_bucket, is_uri, join
 
 from .config import ShardConfig
 from .fingerprint import compute_fingerprint, hash_files, save_hash_cache
-from .groups import EXECUTORS, Executor, GroupResult, ShardSink, WorkGroup, cut_groups, run_groups
-from .images import Encoded, Rejected, process_image
+from .groups import EXECUTORS, Executor, cut_groups, run_groups
 from .manifest import (
     MANIFEST_SCHEMA,
     REJECTED_SCHEMA,
@@ -42,7 +37,6 @@ from .manifest import (
 from .publish import (
     BUILD_PREFIX,
     build_dir_prefix,
-    finish_shards,
     next_local_version,
     next_remote_version,
     publish_tables,
@@ -50,11 +44,11 @@ from .publish import (
 )
 from .source import SPLITS, DatasetError, SourceFile, SourceTree, scan_source
 from .split import assign_splits
-from .writer import RotatingShardWriter
+from .writer import ShardSink
 
 log = logging.getLogger(__name__)
 HASH_CACHE_NAME = ".hash-cache.json"
-__all__ = ["BUILD_PREFIX", "HASH_CACHE_NAME", "ShardResult", "shard_dataset", "sweep_stale_builds", "write_group"]
+__all__ = ["BUILD_PREFIX", "HASH_CACHE_NAME", "ShardResult", "shard_dataset", "source_changed", "sweep_stale_builds"]
 
 
 @dataclass
@@ -89,9 +83,14 @@ def fingerprint_source(
     return _prepare(src, cfg or ShardConfig(), cache_path)[2]
 
 
-def _key(rel: str) -> str:
-    # no dots or slashes: WebDataset splits key/extension at the first dot of the basename
-    return "s" + hashlib.sha1(rel.encode("utf-8")).hexdigest()[:24]
+def source_changed(src: str | os.PathLike, shards_root: str, cfg: ShardConfig | None = None) -> tuple[bool, str]:
+    """``(changed, fingerprint)``: whether ``src``'s fingerprint differs from the newest version under
+    ``shards_root`` (cheap: no encoding). A local shards root lends its content-hash cache; a URI root re-hashes."""
+    root = Path(shards_root) if not is_uri(shards_root) else None
+    cache = root / HASH_CACHE_NAME if root is not None and root.is_dir() else None
+    fingerprint = fingerprint_source(src, cfg, cache_path=cache)
+    latest = latest_version(shards_root)
+    return latest is None or DatasetInfo.load(latest).fingerprint != fingerprint, fingerprint
 
 
 def _ordered_work(tree: SourceTree, assigned: dict[str, str], seed: int) -> list[tuple[str, SourceFile]]:
@@ -104,71 +103,12 @@ def _ordered_work(tree: SourceTree, assigned: dict[str, str], seed: int) -> list
     return work
 
 
-def _encoded(tree: SourceTree, work: list[tuple[str, SourceFile]], cfg: ShardConfig) -> Iterator[Encoded | Rejected]:
-    paths = [tree.location(f.rel) for _, f in work]
-    enc = cfg.encode_config()
-    if cfg.procs() <= 1 or len(paths) < 64:
-        yield from map(process_image, paths, repeat(enc))
-        return
-    ctx = None if is_local(tree.root) else multiprocessing.get_context("spawn")  # an S3 client does not survive fork
-    with ProcessPoolExecutor(max_workers=cfg.procs(), mp_context=ctx) as pool:
-        yield from pool.map(process_image, paths, repeat(enc), chunksize=16)
-
-
 def _progress(enabled: bool, total: int):
     if not enabled:
         return nullcontext(None)
     from rich.progress import Progress
 
     return Progress(transient=True)
-
-
-def write_group(
-    tree: SourceTree,
-    group: WorkGroup,
-    cfg: ShardConfig,
-    sink: ShardSink,
-    encoded: Iterable[Encoded | Rejected] | None = None,
-) -> GroupResult:
-    """Encode (unless ``encoded`` already holds this group's results, in order) and write one shard group."""
-    writer = RotatingShardWriter(sink.directory, group.split, cfg.max_count, cfg.max_bytes, group=group.index)
-    out = GroupResult(group.split, group.index)
-    results = _encoded(tree, group.work, cfg) if encoded is None else encoded
-    for (split, f), res in zip(group.work, results, strict=True):
-        if isinstance(res, Rejected):
-            out.rejected.append(
-                {
-                    "path": f.rel,
-                    "class_name": f.class_name,
-                    "reason": res.reason,
-                    "bytes": res.src_bytes,
-                    "sha256": res.sha256,
-                }
-            )
-        else:
-            key = _key(f.rel)
-            shard = writer.write(key, res.ext, res.data, f.label)
-            out.rows.append(
-                {
-                    "key": key,
-                    "path": f.rel,
-                    "class_name": f.class_name,
-                    "label": f.label,
-                    "split": split,
-                    "shard": shard,
-                    "bytes": res.src_bytes,
-                    "sha256": res.sha256,
-                    "width": res.width,
-                    "height": res.height,
-                    "stored_bytes": len(res.data),
-                    "stored_width": res.stored_width,
-                    "stored_height": res.stored_height,
-                }
-            )
-    writer.close()
-    finish_shards(sink, writer.names)
-    out.shards, out.shard_counts = list(writer.names), dict(writer.counts)
-    return out
 
 
 def _write_version(tree: SourceTree, fp: str, cfg: ShardConfig, sink: ShardSink, executor: Executor) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from senet_dist.models._common import ClassifierHead, check_common, init_weights
+from senet_dist.models.parts import ClassifierHead, check_common, init_weights
 from senet_dist.models.registry import register_model
 from senet_dist.models.se import SqueezeExciteBias
 

@@ -49,7 +49,7 @@ def create_model(name: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module
     return _REGISTRY[name](num_classes=num_classes, **kwargs)
 
 
-_NOT_VARIANTS = frozenset({"registry", "se", "summary", "table"})
+_NOT_VARIANTS = frozenset({"parts", "registry", "se", "summary", "table"})
 
 
 def _load_variants() -> None:

@@ -14,12 +14,10 @@ from typing import Any
 import pyarrow.compute as pc
 
 from senet_dist.artifacts import ArtifactStore, dataset_row, utcnow
-from senet_dist.data import DatasetInfo, ShardResult, fingerprint_source, latest_version, shard_dataset
-from senet_dist.data.groups import sharding_executor
-from senet_dist.data.shard import HASH_CACHE_NAME
+from senet_dist.data import DatasetInfo, ShardResult, shard_dataset, sharding_executor, source_changed
 from senet_dist.pipeline.config import PipelineConfig, locate
 from senet_dist.pipeline.runs import config_json
-from senet_dist.storage import is_uri, join, redact, tree_bytes
+from senet_dist.storage import join, redact, tree_bytes
 from senet_dist.train import EpochMetrics, FitResult, RaySession
 from senet_dist.train.checkpoint import checkpoint_digest, read_meta_at
 
@@ -56,13 +54,9 @@ class VariantSummary:
 
 def data_changed(cfg: PipelineConfig) -> tuple[bool, str]:
     """Whether the source's fingerprint differs from the newest dataset version under ``cfg.shards`` (cheap: no
-    encoding). The content-hash cache lives in a local shards root only: a URI root re-hashes the source."""
+    encoding), and that fingerprint."""
     shards_root, src = locate(cfg.data, cfg.shards)
-    local_root = None if is_uri(shards_root) else Path(shards_root)
-    cache = local_root / HASH_CACHE_NAME if local_root is not None and local_root.is_dir() else None
-    fingerprint = fingerprint_source(src, cfg.shard, cache_path=cache)
-    latest = latest_version(shards_root)
-    return latest is None or DatasetInfo.load(latest).fingerprint != fingerprint, fingerprint
+    return source_changed(src, shards_root, cfg.shard)
 
 
 def prepare_dataset(cfg: PipelineConfig, store: ArtifactStore, session: RaySession | None = None) -> ShardResult:

@@ -41,7 +41,7 @@ RAY_TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 # Only on a Ray that cannot grow: the preemption watcher (one more actor per fit) follows node draining, which a
 # one-node local Ray never does.
 FIXED_SIZE_RAY_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
-_SETUP_HOOK = "senet_dist._ray_setup.quiet_ray_workers"
+_SETUP_HOOK = "senet_dist.ray_hooks.quiet_ray_workers"
 # How long a cluster that can grow gets to provide a worker group's resources: the default of
 # PipelineConfig.resource_wait_s (the flow's parameter) and of every RaySession; 10 minutes covers a cloud GPU node's
 # provisioning and image pull. While waiting, what is missing is logged every WAIT_LOG_EVERY_S.

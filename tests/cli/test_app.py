@@ -113,9 +113,7 @@ def test_shard_option_defaults_are_the_schemas():
 
 def test_run_with_a_recipe_validates_it_before_prefect_or_ray(tmp_path):
     """`run --config RECIPE` merges the recipe, the options and --set, and refuses bad input with one line."""
-    from senet_dist.pipeline.recipes import RECIPES_DIR
-
-    recipe = str(RECIPES_DIR / "densenet121_se_head_80_20.yaml")
+    recipe = "densenet121_se_head_80_20"  # by name: shipped with the package
     no_data = runner.invoke(app, ["run", "--config", recipe, "--data", str(tmp_path / "nope")])
     assert no_data.exit_code == 2 and "neither an ImageFolder" in no_data.output
     bad_set = runner.invoke(app, ["run", "--config", recipe, "--set", "optimizer.name=lamb"])

@@ -9,8 +9,15 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from senet_dist.data import DatasetError, DatasetInfo, ShardConfig, latest_version, list_versions, shard_dataset
-from senet_dist.data.groups import sharding_executor
+from senet_dist.data import (
+    DatasetError,
+    DatasetInfo,
+    ShardConfig,
+    latest_version,
+    list_versions,
+    shard_dataset,
+    sharding_executor,
+)
 from senet_dist.data.manifest import resolve_version
 from senet_dist.data.source import scan_source
 from senet_dist.errors import ConfigError, PermanentError

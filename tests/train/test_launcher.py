@@ -80,9 +80,9 @@ def test_room_for_all_reads_the_running_cluster(ray_session) -> None:
 def test_quiet_hook_drops_only_the_state_api_warning() -> None:
     import logging
 
-    from senet_dist._ray_setup import STATE_API_NOISE, _DropMessage
+    from senet_dist.ray_hooks import STATE_API_NOISE, DropMessage
 
-    drop = _DropMessage(STATE_API_NOISE[1])
+    drop = DropMessage(STATE_API_NOISE[1])
 
     def record(msg: str) -> logging.LogRecord:
         return logging.LogRecord(STATE_API_NOISE[0], logging.WARNING, __file__, 1, msg, None, None)
@@ -102,7 +102,7 @@ import logging, sys, tempfile, time
 import ray
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
-from senet_dist._ray_setup import STATE_API_NOISE
+from senet_dist.ray_hooks import STATE_API_NOISE
 from senet_dist.train import RaySession
 
 with RaySession(num_cpus=2) as session:

@@ -10,7 +10,7 @@ import pytest
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.data import DatasetInfo
 from senet_dist.pipeline import PipelineConfig, prepare_dataset, train_variant
-from senet_dist.pipeline.recipes import RECIPES_DIR, recipe_params
+from senet_dist.pipeline.recipes import recipe_params
 
 pytestmark = pytest.mark.ray
 TINY = {
@@ -28,7 +28,7 @@ TINY = {
 
 @pytest.mark.timeout(300)
 def test_80_20_recipe_trains_selects_and_reports_on_val(ray_up, lfw_source_factory, tmp_path: Path) -> None:
-    params = recipe_params(RECIPES_DIR / "densenet121_se_head_80_20.yaml")
+    params = recipe_params("densenet121_se_head_80_20")
     train = {**params["train"], "model": "se_resnet_tiny"}
     cfg = PipelineConfig.parse(
         {

@@ -15,7 +15,7 @@ STATE_API_NOISE = (
 )
 
 
-class _DropMessage(logging.Filter):
+class DropMessage(logging.Filter):
     def __init__(self, prefix: str) -> None:
         super().__init__()
         self.prefix = prefix
@@ -27,4 +27,4 @@ class _DropMessage(logging.Filter):
 def quiet_ray_workers() -> None:
     """Drop only that one warning; every other record of that logger (a placement group it cannot query) stays."""
     name, prefix = STATE_API_NOISE
-    logging.getLogger(name).addFilter(_DropMessage(prefix))
+    logging.getLogger(name).addFilter(DropMessage(prefix))

@@ -1,5 +1,5 @@
-"""Every recipe under configs/recipes/: it loads, validates, builds each of its models and trains one tiny step on
-CPU with its own loader options (real lfw-subset shards), optimizer, mixup and EMA. No Ray."""
+"""Every shipped recipe (senet_dist/recipes/): it loads, validates, builds each of its models and trains one tiny
+step on CPU with its own loader options (real lfw-subset shards), optimizer, mixup and EMA. No Ray."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import pytest
 import torch
 import yaml
 
+from senet_dist import recipes
 from senet_dist.data import DatasetInfo, make_loader
 from senet_dist.errors import ConfigError
 from senet_dist.models.table import count_params
 from senet_dist.pipeline.recipes import (
     RECIPE_KEYS,
-    list_recipes,
     load_recipe,
+    recipe_names,
     recipe_params,
     train_config_from_file,
 )
@@ -24,8 +25,8 @@ from senet_dist.train.components import build_components
 from senet_dist.train.loops import train_epoch
 from senet_dist.train.mixup import mixup_for_epoch
 
-RECIPES = list_recipes()
-CASES = [(path, variant) for path in RECIPES for variant in load_recipe(path).variants]
+RECIPES = recipe_names()
+CASES = [(name, variant) for name in RECIPES for variant in load_recipe(name).variants]
 # what a one-step CPU smoke run changes; everything else is the recipe's
 SMOKE = {
     "image_size": 32,
@@ -39,7 +40,7 @@ SMOKE = {
 
 
 def test_the_reference_recipes_exist() -> None:
-    names = {p.stem for p in RECIPES}
+    names = set(RECIPES)
     assert {
         "se_densenet121_monkeypox",
         "se_resnet18_to_152_cifar_stem_224px",
@@ -50,17 +51,17 @@ def test_the_reference_recipes_exist() -> None:
     } <= names
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
-def test_recipe_header_says_what_it_follows_and_how_it_differs(path: Path) -> None:
-    text = path.read_text()
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_header_says_what_it_follows_and_how_it_differs(name: str) -> None:
+    text = recipes.text(name)
     header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
     assert text.startswith("# Recipe:") and "Run" in header
     assert "differ" in header or "NOT YET MEASURED" in header
     assert set(yaml.safe_load(text)) <= set(RECIPE_KEYS)
 
 
-@pytest.mark.parametrize(("path", "variant"), CASES, ids=lambda c: c.stem if isinstance(c, Path) else c)
-def test_recipe_trains_one_step_on_cpu(path: Path, variant: str, lfw_shards_factory) -> None:
+@pytest.mark.parametrize(("path", "variant"), CASES)
+def test_recipe_trains_one_step_on_cpu(path: str, variant: str, lfw_shards_factory) -> None:
     version = lfw_shards_factory(None)  # real 2-class images through the recipe's own augmentation
     info = DatasetInfo.load(version)
     recipe = load_recipe(path)
@@ -85,7 +86,7 @@ def test_recipe_trains_one_step_on_cpu(path: Path, variant: str, lfw_shards_fact
 
 
 def test_reference_details_are_what_the_write_ups_say() -> None:
-    by_name = {p.stem: p for p in RECIPES}
+    by_name = {name: name for name in RECIPES}
     cifar = load_recipe(by_name["se_resnet_cifar_cifar10"]).train_config("se_resnet_cifar")
     assert cifar.optimizer.name == "sgd" and cifar.optimizer.weight_decay_scope == "all"
     assert (cifar.optimizer.lr, cifar.optimizer.weight_decay, cifar.optimizer.nesterov) == (0.1, 1e-4, True)
@@ -111,8 +112,7 @@ def test_reference_details_are_what_the_write_ups_say() -> None:
 def test_recipe_params_feed_the_flow_and_bad_recipes_are_one_line_errors(tmp_path: Path) -> None:
     from senet_dist.pipeline import PipelineConfig
 
-    path = next(p for p in RECIPES if p.stem == "densenet121_se_head_80_20")
-    params = recipe_params(path)
+    params = recipe_params("densenet121_se_head_80_20")
     cfg = PipelineConfig.parse({**params, "data": "lfw-subset"})
     assert cfg.variants == ["densenet121_se_head"] and cfg.shard.fractions == (0.8, 0.2, 0.0)
     bad = tmp_path / "bad.yaml"
@@ -125,7 +125,15 @@ def test_recipe_params_feed_the_flow_and_bad_recipes_are_one_line_errors(tmp_pat
         bad.write_text(text)
         with pytest.raises(ConfigError, match=needle):
             load_recipe(bad)
-    many = next(p for p in RECIPES if p.stem == "se_resnet18_to_152_cifar_stem_224px")
+    many = "se_resnet18_to_152_cifar_stem_224px"
     with pytest.raises(ConfigError, match="choose one with --model"):
         train_config_from_file(many)
     assert train_config_from_file(many, "se_resnet50").model == "se_resnet50"
+
+
+def test_a_recipe_is_found_by_name_or_by_file_and_anything_else_lists_the_names(tmp_path: Path) -> None:
+    by_name = load_recipe("densenet121_se_head_80_20")
+    (tmp_path / "mine.yaml").write_text(recipes.text("densenet121_se_head_80_20"))
+    assert load_recipe(tmp_path / "mine.yaml") == by_name == load_recipe("densenet121_se_head_80_20.yaml")
+    with pytest.raises(ConfigError, match="neither a file nor a recipe name; recipes: densenet121_se_head_80_20"):
+        load_recipe("densenet_from_mars")
