@@ -33,16 +33,17 @@ import pytest
 
 from tests.helpers import REPO, free_port, stop_process, wait_until, wait_until_healthy
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.ray, pytest.mark.prefect, pytest.mark.timeout(240)]
 BIN = Path(sys.executable).parent
 HEALTHCHECK = REPO / "docker" / "healthcheck.py"
 PREFECT_AUTH = f"senet:{secrets.token_hex(16)}"
 RAY_TOKEN = secrets.token_hex(32)
-# Secrets and addresses a test process must not inherit from the machine's environment.
-_INHERITED = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "PREFECT_API_AUTH_STRING")
+# Ray's address and auth settings a test process must not inherit from the machine's environment (nor any PREFECT_).
+_INHERITED = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
 def _clean_env(home: Path, **extra: str) -> dict[str, str]:
+    """This process's environment without those, with ``home`` as HOME (no ~/.ray/auth_token), plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if k not in _INHERITED and not k.startswith("PREFECT_")}
     return {**env, "HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0", **extra}
 
