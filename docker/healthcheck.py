@@ -5,12 +5,18 @@ Why a script instead of ``curl`` in each compose entry: the CUDA base image ship
 has its own liveness endpoint (Ray's GCS/raylet health routes, Prefect's ``/api/health``, the Prefect
 worker's ``--with-healthcheck`` server). Standard library only, so it runs in any image with Python.
 
+A control plane started with authentication must keep it: the Ray head is unhealthy when it was started with
+``RAY_AUTH_MODE=token`` but its dashboard reports another mode, and the Prefect server is unhealthy unless it refuses
+a request without ``PREFECT_SERVER_API_AUTH_STRING`` and accepts one with it (docs/security.md). The health routes
+themselves are public in both (probes carry no secrets).
+
 Usage: ``senet-healthcheck [ROLE]``; ROLE defaults to ``$SENET_ROLE``. Exit 0 = healthy, 1 = unhealthy,
 2 = unknown role.
 """
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import os
 import sys
@@ -28,17 +34,33 @@ DEFAULT_PORTS = {
 }
 
 
-def http_ok(url: str, expect: str | None = None, timeout: float = TIMEOUT_S) -> tuple[bool, str]:
-    """GET ``url``; healthy when the status is 200 and the body contains ``expect`` (if given)."""
+def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = TIMEOUT_S) -> tuple[int, str]:
+    """(status, first 4 KiB of the body) of GET ``url``; an error status is an answer too. Raises OSError when
+    nothing answers."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never send 127.0.0.1 via a proxy
+    request = urllib.request.Request(url, headers=headers or {})
     try:
-        with opener.open(url, timeout=timeout) as resp:  # noqa: S310 - fixed local URLs only
-            body = resp.read(4096).decode("utf-8", "replace")
-            status = resp.status
+        with opener.open(request, timeout=timeout) as resp:  # noqa: S310 - fixed local URLs only
+            return resp.status, resp.read(4096).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(4096).decode("utf-8", "replace")
+
+
+def http_ok(
+    url: str,
+    expect: str | None = None,
+    timeout: float = TIMEOUT_S,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> tuple[bool, str]:
+    """GET ``url``; healthy when it answers ``status`` and the body contains ``expect`` (if given)."""
+    try:
+        got, body = http_get(url, headers, timeout)
     except (urllib.error.URLError, OSError) as exc:
         return False, f"{url}: {exc}"
-    if status != 200:
-        return False, f"{url}: HTTP {status}"
+    if got != status:
+        return False, f"{url}: HTTP {got}, expected {status}"
     if expect is not None and expect not in body:
         return False, f"{url}: body lacks {expect!r}: {body[:200]!r}"
     return True, f"{url}: ok"
@@ -57,13 +79,25 @@ def check_raylet() -> tuple[bool, str]:
 
 
 def check_ray_head() -> tuple[bool, str]:
-    """GCS liveness (dashboard) plus the head's own raylet."""
+    """GCS liveness (dashboard), token auth in force when this node was started with it, plus the head's raylet."""
     ok, msg = http_ok(_local("RAY_DASHBOARD_PORT", "/api/gcs_healthz"), expect="success")
+    if ok and os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        ok, msg = http_ok(_local("RAY_DASHBOARD_PORT", "/api/authentication_mode"), expect='"token"')
     return (ok, msg) if not ok else check_raylet()
 
 
 def check_prefect_server() -> tuple[bool, str]:
-    return http_ok(_local("PREFECT_SERVER_API_PORT", "/api/health"))
+    """The API answers; with an auth string configured, it refuses a request without it and accepts it."""
+    ok, msg = http_ok(_local("PREFECT_SERVER_API_PORT", "/api/health"))
+    auth = os.environ.get("PREFECT_SERVER_API_AUTH_STRING")
+    if not ok or not auth:
+        return ok, msg
+    url = _local("PREFECT_SERVER_API_PORT", "/api/admin/version")  # any route behind the auth check
+    ok, msg = http_ok(url, status=401)
+    if not ok:
+        return False, f"{msg} (a request without the auth string must be refused)"
+    basic = base64.b64encode(auth.encode()).decode()
+    return http_ok(url, headers={"Authorization": f"Basic {basic}"})
 
 
 def check_prefect_worker() -> tuple[bool, str]:

@@ -10,7 +10,9 @@ bash scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
 export PREFECT_HOME="${PREFECT_HOME:-$PWD/.prefect}"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_UI_ENABLED=false
-export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
+# No RAY_AUTH_MODE here: the flow's local Ray runs without auth by itself (senet_dist.train.session), and a
+# cluster named by an exported RAY_ADDRESS keeps the auth settings exported with it (docs/security.md).
+export RAY_USAGE_STATS_ENABLED=0
 export SENET_ARTIFACTS="${SENET_ARTIFACTS:-$PWD/artifacts}"  # the worker's flow runs write here (one default)
 DEPLOYMENT="${SENET_DEPLOYMENT:-train-senet/quickstart}"
 port="${SENET_PREFECT_PORT:-$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from tests.s3proxy import TcpProxy
     from tests.s3server import S3Server
 
+# RAY_AUTH_MODE=disabled: every Ray the suite starts is this machine's own (a local Ray, tests/raycluster.py), like
+# the local Ray a RaySession starts itself; tests/security/test_control_planes.py sets token auth where it tests it.
 ENV_DEFAULTS = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",

@@ -8,6 +8,10 @@ Before a worker group starts, the session checks what the cluster holds: a local
 is an error at once; a joined cluster may autoscale (KubeRay scales GPU workers from zero), so the session waits
 for the resources up to ``resource_wait_s``. A local storage path on a cluster of several nodes is refused too:
 each node would write its checkpoints to its own disk.
+
+Authentication: a joined cluster's Ray token auth is honoured as the environment gives it (``RAY_AUTH_MODE``,
+``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``); only the local Ray the session starts itself runs with auth disabled
+by default.
 """
 
 from __future__ import annotations
@@ -26,13 +30,19 @@ from senet_dist.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
+# Set (unless the user exported them) for every Ray this session starts or joins, and shipped to its workers.
 QUIET_ENV = {
-    "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DEDUP_LOGS": "1",
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::UserWarning",
     "TORCH_CPP_LOG_LEVEL": "ERROR",
 }
+# Only for the local Ray this session starts itself (address="local", serving this one process): Ray's default there,
+# token auth, would write a token to ~/.ray/auth_token and log a notice at every start. Its ports still listen on every
+# interface while it runs, so on a shared network export RAY_AUTH_MODE=token: an exported value wins (Ray then reads
+# or generates the token). Never set or shipped when joining a cluster: a driver must match its nodes' setting (token
+# on our deployments, docs/security.md).
+LOCAL_RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
 # Ray Train V2 defaults that cost seconds per fit on small runs (docs/performance.md, goal 4); a value the user
 # exported wins. The controller polls its worker group every 2 s by default, and start, first report and finish
 # each wait for a poll. With the watcher setting below: no-op fit 11.5 -> 9.4 s, flow overhead 20.6 -> 16.4 s per
@@ -85,10 +95,12 @@ class RaySession:
 
         self._setdefault_env(QUIET_ENV)
         if not ray.is_initialized():
+            # never RAY_AUTH_MODE: workers inherit their raylet's, which is the one their cluster checks
             runtime_env: dict[str, Any] = {"env_vars": dict(QUIET_ENV)}
             if self.address:
                 ray.init(address=self.address, runtime_env=runtime_env, log_to_driver=True)
             else:  # the hook only here: a cluster's nodes may run other code; this process's package is importable
+                self._setdefault_env(LOCAL_RAY_ENV)  # read by ray.init; its raylet and workers inherit it
                 runtime_env["worker_process_setup_hook"] = _SETUP_HOOK
                 # address="local": a new Ray of our own, never a `ray start` cluster that happens to run on this
                 # machine (plain ray.init() would join it, and this session would wrongly think it can't grow)
@@ -216,4 +228,4 @@ def worker_group_demand(cfgs: Iterable[TrainConfig]) -> dict[str, float]:
     return total
 
 
-__all__ = ["QUIET_ENV", "RESOURCE_WAIT_S", "SHARED_STORAGE_ENV", "RaySession", "worker_group_demand"]
+__all__ = ["LOCAL_RAY_ENV", "QUIET_ENV", "RESOURCE_WAIT_S", "SHARED_STORAGE_ENV", "RaySession", "worker_group_demand"]

@@ -32,7 +32,10 @@ from tests.docker._compose import (
 SCHEMA = Path(__file__).with_name("compose-spec.json")
 SCHEMA_SHA256 = "d549057ebc2925f39f62799eab0db7b9e2c18b35b6c00595199116da3ed10e64"
 RAY_SERVICES = ("ray-head", "ray-gpu-worker", "prefect-worker")  # every container that runs a Ray node
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|CREDENTIAL", re.I)
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|CREDENTIAL|AUTH_STRING", re.I)
+PREFECT_CLIENTS = ("prefect-deploy", "prefect-worker")  # every container that talks to the Prefect API
+# The one container that starts as root: it hands MinIO's data volume to MinIO's user, with CAP_CHOWN only.
+ROOT_ONE_SHOT = "minio-data-owner"
 
 
 @pytest.fixture(scope="module")
@@ -220,11 +223,95 @@ def test_every_interpolation_has_a_default_or_is_in_env_example() -> None:
     assert not unused, f".env.example sets variables compose.yaml never reads: {unused}"
 
 
-def test_missing_credentials_fail_with_a_clear_message() -> None:
+@pytest.mark.parametrize("name", ["POSTGRES_PASSWORD", "RAY_AUTH_TOKEN", "PREFECT_AUTH_STRING", "MINIO_ROOT_PASSWORD"])
+@pytest.mark.parametrize("empty", [False, True])
+def test_missing_credentials_fail_with_a_clear_message(name: str, empty: bool) -> None:
     env = parse_env_file(ENV_EXAMPLE)
-    del env["POSTGRES_PASSWORD"]
-    with pytest.raises(InterpolationError, match="POSTGRES_PASSWORD"):
+    if empty:
+        env[name] = ""
+    else:
+        del env[name]
+    with pytest.raises(InterpolationError, match=name):
         resolved_compose(env)
+
+
+# ---- authentication on every control plane, and every container hardened ---------------------------------------
+def _uid(svc: dict[str, Any]) -> int:
+    return int(str(svc["user"]).split(":")[0])
+
+
+def test_every_container_runs_non_root_without_privilege_escalation_or_capabilities(
+    services: dict[str, Any],
+) -> None:
+    for name, svc in services.items():
+        assert "no-new-privileges:true" in svc.get("security_opt", []), name
+        assert svc.get("cap_drop") == ["ALL"], name
+        assert "privileged" not in svc and "pid" not in svc and svc.get("network_mode") != "host", name
+        if name == ROOT_ONE_SHOT:
+            assert _uid(svc) == 0 and svc["cap_add"] == ["CHOWN"] and _one_shot(svc)
+            assert svc["volumes"] == ["minio-data:/data"]  # it touches nothing else
+        else:
+            assert _uid(svc) != 0 and "cap_add" not in svc, name
+
+
+def test_every_container_has_a_read_only_root_and_tmpfs_for_what_it_writes(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        assert svc.get("read_only") is True, name
+        assert "/tmp" in [t.split(":")[0] for t in svc["tmpfs"]], name
+    for name, svc in services.items():
+        if "build" in svc:  # our image: $HOME (PREFECT_HOME, caches) writable by the image's user only
+            assert "/home/senet:uid=10001,gid=10001,mode=0700" in svc["tmpfs"], name
+            assert _uid(svc) in (0, 10001), name
+    assert "/var/run/postgresql" in services["postgres"]["tmpfs"]  # the socket and the lock file
+    assert "/tmp/certs" in services["minio"]["command"]  # MinIO creates its certs dir at start-up
+    assert services["minio"]["environment"]["MC_CONFIG_DIR"].startswith("/tmp/")
+
+
+def test_minio_gets_its_data_volume_from_the_one_shot_that_owns_it(services: dict[str, Any]) -> None:
+    owner = services[ROOT_ONE_SHOT]
+    assert services["minio"]["depends_on"][ROOT_ONE_SHOT]["condition"] == "service_completed_successfully"
+    assert services["minio"]["user"] == "10001:10001" and "chown -R 10001:10001 /data" in owner["command"][0]
+
+
+def test_every_ray_node_and_the_driver_use_token_auth_with_the_token_from_env(services: dict[str, Any]) -> None:
+    raw = raw_compose()["services"]
+    for name, svc in services.items():
+        env = svc.get("environment") or {}
+        if name in RAY_SERVICES:
+            assert env["RAY_AUTH_MODE"] == "token", name
+            assert raw[name]["environment"]["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN:?"), name
+        else:  # the token only where Ray runs
+            assert "RAY_AUTH_TOKEN" not in env and "RAY_AUTH_MODE" not in env, name
+    assert services["ray-head"]["healthcheck"]["test"][1:] == ["senet-healthcheck", "ray-head"]  # checks the mode
+
+
+def test_the_prefect_server_requires_the_auth_string_every_client_sends(services: dict[str, Any]) -> None:
+    raw = raw_compose()["services"]
+    server = raw["prefect-server"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"]
+    assert server.startswith("${PREFECT_AUTH_STRING:?")
+    assert services["prefect-server"]["command"] == ["prefect-server"]  # the role that refuses a placeholder
+    for name, svc in services.items():
+        env = svc.get("environment") or {}
+        if name in PREFECT_CLIENTS:
+            assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api", name
+            assert raw[name]["environment"]["PREFECT_API_AUTH_STRING"].startswith("${PREFECT_AUTH_STRING:?"), name
+        else:  # the auth string only where Prefect's API is used
+            assert "PREFECT_API_AUTH_STRING" not in env and "PREFECT_API_URL" not in env, name
+    assert [n for n, s in services.items() if "PREFECT_SERVER_API_AUTH_STRING" in (s.get("environment") or {})] == [
+        "prefect-server"
+    ]
+
+
+def test_images_that_are_not_ours_are_guarded_by_compose_and_by_their_users(services: dict[str, Any]) -> None:
+    """PostgreSQL and MinIO start with whatever they get (compose refuses only unset/empty values); a placeholder
+    password stops the stack at the first of our services that uses it: prefect-server (its database URL, checked
+    by the entrypoint) and minio-init (its own check)."""
+    init = services["minio-init"]["command"][0]
+    for var in ("MINIO_ROOT_PASSWORD", "SENET_S3_SECRET_KEY"):
+        assert f'case "${{{var}}}" in *change-me*)' in init and f"{var} is still a change-me placeholder" in init
+    assert init.index("change-me") < init.index("mc alias set")  # checked before anything is created
+    url = services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
+    assert "change-me-postgres-password" in url  # the entrypoint refuses it (test_entrypoint_secrets.py)
 
 
 def test_no_literal_secrets_in_compose() -> None:
@@ -235,7 +322,8 @@ def test_no_literal_secrets_in_compose() -> None:
             if SECRET_NAME.search(key):
                 assert re.fullmatch(r"\$\{[A-Z0-9_]+:\?[^}]*\}", str(value)), f"{name}.{key} must come from .env"
     values = _strings(raw_compose())
-    assert not [v for v in values if "change-me" in v or re.search(r"://[^/\s:@$]+:[^/\s@$]+@", v)]
+    # a placeholder value (change-me-...) inline; checks for one (*change-me*) are fine
+    assert not [v for v in values if re.search(r"change-me-\w", v) or re.search(r"://[^/\s:@$]+:[^/\s@$]+@", v)]
 
 
 def test_env_example_holds_only_placeholders() -> None:

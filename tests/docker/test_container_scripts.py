@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import os
 import subprocess
@@ -32,13 +33,21 @@ def _load_healthcheck() -> ModuleType:
 hc = _load_healthcheck()
 
 
-class _Routes(BaseHTTPRequestHandler):
-    """Serves fixed (status, body) per path, like Ray's and Prefect's health routes."""
+Answer = tuple[int, str]
+# path -> (status, body), or {Authorization header value (None: no header): (status, body)} for a route behind auth
+Routes = dict[str, Answer | dict[str | None, Answer]]
 
-    routes: dict[str, tuple[int, str]] = {}
+
+class _Routes(BaseHTTPRequestHandler):
+    """Serves fixed (status, body) per path (and per Authorization header), like Ray's and Prefect's routes."""
+
+    routes: Routes = {}
 
     def do_GET(self) -> None:  # noqa: N802 - http.server API
-        status, body = self.routes.get(self.path, (404, "not found"))
+        answer = self.routes.get(self.path, (404, "not found"))
+        if isinstance(answer, dict):
+            answer = answer.get(self.headers.get("Authorization"), (401, "Unauthorized"))
+        status, body = answer
         data = body.encode()
         self.send_response(status)
         self.send_header("Content-Length", str(len(data)))
@@ -50,8 +59,8 @@ class _Routes(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def http_server() -> Iterator[tuple[int, dict[str, tuple[int, str]]]]:
-    routes: dict[str, tuple[int, str]] = {}
+def http_server() -> Iterator[tuple[int, Routes]]:
+    routes: Routes = {}
     handler = type("Handler", (_Routes,), {"routes": routes})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -76,6 +85,7 @@ def test_ray_worker_healthy_only_when_raylet_reports_success(http_server, monkey
 
 def test_ray_head_needs_gcs_and_raylet(http_server, monkeypatch) -> None:
     port, routes = http_server
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     monkeypatch.setenv("RAY_DASHBOARD_PORT", str(port))
     monkeypatch.setenv("RAY_DASHBOARD_AGENT_LISTEN_PORT", str(port))
     routes["/api/gcs_healthz"] = (200, "success")
@@ -84,8 +94,40 @@ def test_ray_head_needs_gcs_and_raylet(http_server, monkeypatch) -> None:
     assert hc.main(["ray-head"]) == 0
 
 
+def test_ray_head_started_with_token_auth_is_unhealthy_unless_the_dashboard_reports_token_mode(
+    http_server, monkeypatch
+) -> None:
+    port, routes = http_server
+    monkeypatch.setenv("RAY_DASHBOARD_PORT", str(port))
+    monkeypatch.setenv("RAY_DASHBOARD_AGENT_LISTEN_PORT", str(port))
+    routes["/api/gcs_healthz"] = routes["/api/local_raylet_healthz"] = (200, "success")
+    routes["/api/authentication_mode"] = (200, '{"authentication_mode": "disabled"}')
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert hc.main(["ray-head"]) == 1  # started without auth although the node's environment asks for it
+    routes["/api/authentication_mode"] = (200, '{"authentication_mode": "token"}')
+    assert hc.main(["ray-head"]) == 0
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    routes["/api/authentication_mode"] = (200, '{"authentication_mode": "disabled"}')
+    assert hc.main(["ray-head"]) == 0  # a head started without token auth is only checked for liveness
+
+
+def test_prefect_server_with_an_auth_string_must_refuse_a_request_without_it(http_server, monkeypatch) -> None:
+    port, routes = http_server
+    monkeypatch.setenv("PREFECT_SERVER_API_PORT", str(port))
+    monkeypatch.setenv("PREFECT_SERVER_API_AUTH_STRING", "admin:pw")
+    routes["/api/health"] = (200, "true")  # public, as in Prefect
+    routes["/api/admin/version"] = (200, '"3.9.1"')  # a server that answers anyone: auth is not in force
+    assert hc.main(["prefect-server"]) == 1
+    basic = "Basic " + base64.b64encode(b"admin:pw").decode()
+    routes["/api/admin/version"] = {basic: (200, '"3.9.1"')}  # everything else: 401
+    assert hc.main(["prefect-server"]) == 0
+    monkeypatch.setenv("PREFECT_SERVER_API_AUTH_STRING", "admin:another")  # not the server's string
+    assert hc.main(["prefect-server"]) == 1
+
+
 def test_prefect_roles(http_server, monkeypatch) -> None:
     port, routes = http_server
+    monkeypatch.delenv("PREFECT_SERVER_API_AUTH_STRING", raising=False)
     for var in ("PREFECT_SERVER_API_PORT", "PREFECT_WORKER_WEBSERVER_PORT", "RAY_DASHBOARD_AGENT_LISTEN_PORT"):
         monkeypatch.setenv(var, str(port))
     routes["/api/health"] = (200, "true")
@@ -115,7 +157,7 @@ def test_healthcheck_runs_as_a_script() -> None:
 
 
 def _entrypoint(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PREFECT_API_URL")}
+    base = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PREFECT_API_URL", "RAY_AUTH_MODE")}
     return subprocess.run(
         ["bash", str(ENTRYPOINT), *args], capture_output=True, text=True, timeout=30, env={**base, **(env or {})}
     )
@@ -160,7 +202,7 @@ def test_compose_roles_exist_in_entrypoint_and_healthcheck() -> None:
 
     script = ENTRYPOINT.read_text()
     for name, svc in resolved_compose()["services"].items():
-        if "build" not in svc:
+        if "build" not in svc or "entrypoint" in svc:  # an own entrypoint: its command is no role
             continue
         command = svc.get("command", [])
         if command and command[0] != "prefect":

@@ -82,6 +82,7 @@ def test_kuberay_md_points_at_the_manifest_files_instead_of_copies() -> None:
     files = sorted(p.name for p in (REPO / "docker" / "k8s").iterdir())
     assert files == [
         "cluster-env.yaml",
+        "network-policy.yaml",
         "raycluster.yaml",
         "rayjob.yaml",
         "work-pool-docker.json",

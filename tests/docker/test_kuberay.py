@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
+import re
 import shlex
 from functools import cache
 from typing import Any
@@ -209,3 +211,211 @@ def test_rayjob_runs_the_flow_once_on_the_raycluster_with_the_gpu_cluster_deploy
     want = PipelineConfig.parse({k: v for k, v in deployment["parameters"].items() if k != "shard"}).model_dump()
     for key in ("data", "variants", "shards", "train"):
         assert cfg[key] == want[key], key
+
+
+# ---- authentication, the NetworkPolicy and the pods' security context (docs/security.md) -----------------------
+RAY_TOKEN_SECRET = ("senet-ray-token", "auth_token")  # KubeRay reads this key of authOptions.secretName
+PREFECT_AUTH_SECRET = ("prefect-auth", "auth-string")  # the prefect-helm charts' key for an existing secret
+HARDENED = {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+WORK_POOL = REPO / "docker" / "k8s" / "work-pool-kubernetes.json"
+# The networking.k8s.io/v1 NetworkPolicy fields (Kubernetes API reference), unknown fields rejected: enough to catch
+# a misspelt or misplaced key, which the API server would reject (or, in a selector, silently widen).
+_SELECTOR = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "matchExpressions": {"type": "array"},
+    },
+}
+_PEER = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {"podSelector": _SELECTOR, "namespaceSelector": _SELECTOR, "ipBlock": {"type": "object"}},
+}
+_PORT = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "protocol": {"enum": ["TCP", "UDP", "SCTP"]},
+        "port": {"type": ["integer", "string"]},
+        "endPort": {"type": "integer"},
+    },
+}
+_RULE = {"type": "array", "items": {"type": "object", "additionalProperties": False}}
+NETWORK_POLICY_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "networking.k8s.io/v1"},
+        "kind": {"const": "NetworkPolicy"},
+        "metadata": {
+            "type": "object",
+            "required": ["name", "namespace"],
+            "properties": {"name": {"type": "string"}, "namespace": {"type": "string"}, "labels": {"type": "object"}},
+            "additionalProperties": False,
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["podSelector"],
+            "properties": {
+                "podSelector": _SELECTOR,
+                "policyTypes": {"type": "array", "items": {"enum": ["Ingress", "Egress"]}},
+                "ingress": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "from": {"type": "array", "items": _PEER},
+                            "ports": {"type": "array", "items": _PORT},
+                        },
+                    },
+                },
+                "egress": _RULE,
+            },
+        },
+    },
+}
+
+
+def network_policy() -> dict[str, Any]:
+    return manifest("network-policy.yaml")
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, "only matchLabels selectors are modelled here"
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def admits(policy: dict[str, Any], labels: dict[str, str], namespace: str, port: int) -> bool:
+    """Whether ``policy`` lets a pod with ``labels`` in ``namespace`` connect to ``port`` of a pod it selects
+    (NetworkPolicy's semantics: any rule whose ports and any of whose peers match; a peer without a namespaceSelector
+    means the policy's own namespace)."""
+    ns_labels = {"kubernetes.io/metadata.name": namespace}  # the label Kubernetes sets on every namespace
+    for rule in policy["spec"].get("ingress", []):
+        if "ports" in rule and port not in [p["port"] for p in rule["ports"]]:
+            continue
+        for peer in rule.get("from", []):
+            if "ipBlock" in peer:
+                continue
+            if "namespaceSelector" in peer:
+                in_ns = _selects(peer["namespaceSelector"], ns_labels)
+            else:
+                in_ns = namespace == policy["metadata"]["namespace"]
+            if in_ns and _selects(peer.get("podSelector", {}), labels):
+                return True
+    return False
+
+
+def test_network_policy_is_well_formed_and_the_check_catches_mistakes() -> None:
+    v = jsonschema.Draft202012Validator(NETWORK_POLICY_SCHEMA)
+    policy = network_policy()
+    assert [e.message for e in v.iter_errors(policy)] == []
+    for path, key in [(("spec",), "podSelectors"), (("spec", "ingress", 0, "from", 0), "podselector")]:
+        broken = copy.deepcopy(policy)
+        node = broken
+        for step in path:
+            node = node[step]
+        node[key] = {}
+        assert not v.is_valid(broken), key
+
+
+def test_network_policy_selects_every_pod_of_the_ray_cluster_head_included() -> None:
+    policy, cluster = network_policy(), manifest("raycluster.yaml")
+    assert policy["metadata"]["namespace"] == cluster["metadata"]["namespace"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    name = cluster["metadata"]["name"]
+    head = {"ray.io/cluster": name, "ray.io/node-type": "head", "ray.io/group": "headgroup"}  # KubeRay's labels
+    worker = {"ray.io/cluster": name, "ray.io/node-type": "worker", "ray.io/group": "gpu-8x"}
+    assert _selects(policy["spec"]["podSelector"], head) and _selects(policy["spec"]["podSelector"], worker)
+    assert not _selects(policy["spec"]["podSelector"], {"ray.io/cluster": "another"})
+
+
+def test_network_policy_admits_the_cluster_the_prefect_pods_and_the_operator_only() -> None:
+    policy, ns = network_policy(), "senet"
+    name = manifest("raycluster.yaml")["metadata"]["name"]
+    flow_run = json.loads(WORK_POOL.read_text())["job_configuration"]["job_manifest"]["spec"]["template"]
+    submitter = manifest("rayjob.yaml")["spec"]["submitterPodTemplate"]
+    for port in (6379, 8265, 10001, 52365):  # GCS, dashboard, a worker port, the dashboard agent
+        assert admits(policy, {"ray.io/cluster": name, "ray.io/node-type": "worker"}, ns, port)
+        assert admits(policy, flow_run["metadata"]["labels"], ns, port)  # the Prefect flow-run pods join as nodes
+        assert admits(policy, submitter["metadata"]["labels"], ns, port)
+        assert not admits(policy, {"app": "anything-else"}, ns, port)
+        assert not admits(policy, flow_run["metadata"]["labels"], "default", port)  # the label, another namespace
+        assert not admits(policy, {"ray.io/cluster": "another-cluster"}, ns, port)
+    operator = {"app.kubernetes.io/name": "kuberay-operator"}  # the kuberay-operator chart's pod label
+    assert admits(policy, operator, "kuberay-system", 8265) and not admits(policy, operator, "kuberay-system", 6379)
+    assert not admits(policy, operator, "default", 8265)
+
+
+def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return pod["spec"]["containers"]
+
+
+def _assert_hardened(pod_spec: dict[str, Any], containers: list[dict[str, Any]], what: str) -> None:
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True and pod_spec["securityContext"]["runAsUser"] == 10001
+    assert pod_spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, what
+    emptydirs = {v["name"] for v in pod_spec["volumes"] if "emptyDir" in v}
+    for container in containers:
+        sc = container["securityContext"]
+        assert {k: sc[k] for k in HARDENED} == HARDENED and sc["readOnlyRootFilesystem"] is True, what
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert mounts["/tmp"] in emptydirs and mounts["/home/senet"] in emptydirs, what  # what a read-only root needs
+
+
+def test_raycluster_runs_token_auth_with_our_secret_and_hardened_containers() -> None:
+    cluster = manifest("raycluster.yaml")
+    assert cluster["spec"]["authOptions"] == {"mode": "token", "secretName": RAY_TOKEN_SECRET[0]}
+    for pod in pods(cluster):
+        _assert_hardened(pod["spec"], _containers(pod), "raycluster")
+        for container in _containers(pod):  # KubeRay sets RAY_AUTH_MODE/RAY_AUTH_TOKEN; never a literal token here
+            assert not [e for e in container.get("env", []) if e["name"].startswith("RAY_AUTH") and "value" in e]
+    autoscaler = cluster["spec"]["autoscalerOptions"]
+    assert {k: autoscaler["securityContext"][k] for k in HARDENED} == HARDENED
+    assert autoscaler["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {m["mountPath"] for m in autoscaler["volumeMounts"]} == {"/tmp", "/home/senet"}  # the head pod's emptyDirs
+    (head,) = _containers(cluster["spec"]["headGroupSpec"]["template"])
+    env = {e["name"]: e for e in head["env"]}  # a RayJob's driver on the head records its flow run in Prefect
+    ref = env["PREFECT_API_AUTH_STRING"]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == PREFECT_AUTH_SECRET
+
+
+def test_rayjob_submitter_is_hardened_and_may_reach_the_head() -> None:
+    job = manifest("rayjob.yaml")
+    template = job["spec"]["submitterPodTemplate"]
+    (container,) = _containers(template)
+    assert container["name"] == "ray-job-submitter" and "command" not in container  # KubeRay writes the command
+    assert container["image"] == f"registry.example.com/senet-dist:{package_version()}"
+    assert template["spec"]["restartPolicy"] == "Never"
+    _assert_hardened(template["spec"], [container], "rayjob submitter")
+    assert template["metadata"]["labels"] == {"senet.io/ray-client": "true"}
+    header = (K8S / "rayjob.yaml").read_text().split("apiVersion:")[0]
+    assert "export RAY_AUTH_MODE=token RAY_AUTH_TOKEN=" in header  # a submission by hand carries the token too
+
+
+def test_flow_run_pods_get_the_secrets_by_reference_and_run_hardened() -> None:
+    template = json.loads(WORK_POOL.read_text())["job_configuration"]["job_manifest"]["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    _assert_hardened(template["spec"], [container], "flow-run pod")
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert {k: (r["name"], r["key"]) for k, r in refs.items()} == {
+        "RAY_AUTH_TOKEN": RAY_TOKEN_SECRET,
+        "PREFECT_API_AUTH_STRING": PREFECT_AUTH_SECRET,
+    }
+    assert template["metadata"]["labels"] == {"senet.io/ray-client": "true"}  # admitted by the NetworkPolicy
+
+
+def test_secrets_are_created_on_the_command_line_with_the_names_the_manifests_use() -> None:
+    """No Secret in any file; the documented `kubectl create secret` commands make the secrets and keys referenced."""
+    for path in K8S.glob("*.yaml"):
+        assert "Secret" not in {d["kind"] for d in yaml.safe_load_all(path.read_text()) if d}, path.name
+    commands = (K8S / "cluster-env.yaml").read_text() + (REPO / "prefect.yaml").read_text()
+    created = set(re.findall(r"kubectl -n (\S+) create secret generic (\S+) --from-literal=([\w-]+)=", commands))
+    assert {("senet", *RAY_TOKEN_SECRET), ("senet", *PREFECT_AUTH_SECRET), ("prefect", *PREFECT_AUTH_SECRET)} <= created
+    assert "existingSecret=prefect-auth" in commands and "basicAuth.enabled=true" in commands  # both helm charts
+    env = {d["kind"]: d for d in yaml.safe_load_all((K8S / "cluster-env.yaml").read_text())}["ConfigMap"]["data"]
+    assert env["RAY_AUTH_MODE"] == "token"  # every senet pod with envFrom senet-env

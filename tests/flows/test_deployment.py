@@ -196,9 +196,20 @@ def test_the_kubernetes_flow_run_pod_runs_the_image_as_a_ray_driver_with_storage
     }
     assert {"configMapRef": {"name": "senet-env"}} in container["envFrom"]  # SENET_ARTIFACTS, RAY_ADDRESS
     assert {"secretRef": {"name": "senet-s3"}} in container["envFrom"]
-    assert container["volumeMounts"] == [{"name": "shards", "mountPath": "/app/data"}]
+    assert container["volumeMounts"] == [
+        {"name": "shards", "mountPath": "/app/data"},
+        {"name": "tmp", "mountPath": "/tmp"},  # the root filesystem is read-only
+        {"name": "home", "mountPath": "/home/senet"},
+    ]
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "senet-shards"
     assert pod["securityContext"]["runAsUser"] == 10001  # the image's numeric USER
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # the Ray token and Prefect's auth string from Secrets (docs/security.md); RAY_AUTH_MODE=token is in senet-env
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]} == {
+        "RAY_AUTH_TOKEN": "senet-ray-token",
+        "PREFECT_API_AUTH_STRING": "prefect-auth",
+    }
+    assert job["job_manifest"]["spec"]["template"]["metadata"]["labels"] == {"senet.io/ray-client": "true"}
     assert job["env"]["RAY_ADDRESS"].endswith(":6379") and job["namespace"] == "senet"
 
 
@@ -207,6 +218,9 @@ def test_the_docker_flow_run_container_joins_the_compose_stack(registered) -> No
     assert job["image"] == "senet-dist:0.1.0" and job["command"].split()[:2] == ["senet-entrypoint", "ray-driver"]
     assert job["networks"] == ["senet_default"] and "senet_shards:/app/data" in job["volumes"]
     assert job["env"]["RAY_ADDRESS"] == "ray-head:6379" and job["env"]["SENET_ARTIFACTS"].startswith("s3://")
+    assert job["env"]["RAY_AUTH_MODE"] == "token"  # the stack's Ray; the token as a file, never in the job's env
+    assert f"/etc/senet/ray-token:{job['env']['RAY_AUTH_TOKEN_PATH']}:ro" in job["volumes"]
+    assert "RAY_AUTH_TOKEN" not in job["env"] and job["privileged"] is False
     assert job["mem_limit"] == "16g"
     compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
     assert (
