@@ -4,7 +4,7 @@
 those declarations and writes/reads them (:class:`ArtifactStore`). Import from here: the names below are the API.
 """
 
-from senet_dist.artifacts.store import ArtifactStore, ArtifactStoreError, dataset_row, to_json, to_table, utcnow
+from senet_dist.artifacts.store import ArtifactStore, ArtifactStoreError, to_json, to_table, utcnow
 from senet_dist.artifacts.tables import (
     MODEL_STAGES,
     PER_CLASS,
@@ -12,8 +12,13 @@ from senet_dist.artifacts.tables import (
     TABLES,
     TS,
     Row,
+    RunRow,
     SchemaError,
     TableSpec,
+    checkpoint_row,
+    column_names,
+    dataset_row,
+    epoch_row,
     table_spec,
 )
 
@@ -26,9 +31,13 @@ __all__ = [
     "ArtifactStore",
     "ArtifactStoreError",
     "Row",
+    "RunRow",
     "SchemaError",
     "TableSpec",
+    "checkpoint_row",
+    "column_names",
     "dataset_row",
+    "epoch_row",
     "table_spec",
     "to_json",
     "to_table",

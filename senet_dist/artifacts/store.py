@@ -198,33 +198,6 @@ class ArtifactStore:
         return runs.take(keep)
 
 
-def dataset_row(
-    version: str,
-    fingerprint: str,
-    classes: Sequence[str],
-    counts: Mapping[str, int],
-    *,
-    source: str | None = None,
-    uri: str | None = None,
-    num_rejected: int = 0,
-) -> dict[str, Any]:
-    """A ``datasets`` row from a ``dataset.json``'s fields (``counts`` is ``{split: n}``)."""
-    unknown = sorted(set(counts) - {"train", "val", "test"})
-    if unknown:
-        raise SchemaError(f"table 'datasets': unknown split(s) {unknown} in counts")
-    return {
-        "version": version,
-        "fingerprint": fingerprint,
-        "source": source,
-        "uri": uri,
-        "classes": list(classes),
-        "num_classes": len(classes),
-        "num_rejected": num_rejected,
-        "counts_json": to_json(dict(counts)),
-        **{f"{s}_count": int(counts.get(s, 0)) for s in ("train", "val", "test")},
-    }
-
-
 def to_json(obj: Any) -> str:
     """Stable JSON for ``config_json``/``report_json`` columns (sorted keys, non-JSON values as str)."""
     return json.dumps(obj, sort_keys=True, default=str)

@@ -1,4 +1,6 @@
-"""Every table, declared once: a :class:`TableSpec` per table in :data:`TABLES`.
+"""Every table, declared once: a :class:`TableSpec` per table in :data:`TABLES`, with the constructor of its rows
+beside it (:func:`dataset_row`, :class:`RunRow`, :func:`epoch_row`, :func:`checkpoint_row`; an ``evaluations`` row is
+``EvalReport.to_dict()``, a ``models`` row ``ModelRecord.event()``).
 
 Validation, reading and "latest row" (``senet_dist.artifacts.store``) all read that one declaration. Columns are
 only ever added, and nullable: parts written before a column existed read back with nulls there (the reader
@@ -8,8 +10,9 @@ projects every part onto the current schema).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -234,3 +237,80 @@ def table_spec(name: str) -> TableSpec:
         return TABLES[name]
     except KeyError:
         raise ValueError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}") from None
+
+
+# ---- row constructors, one per table ---------------------------------------------------------------------------
+def column_names(table: str) -> list[str]:
+    return table_spec(table).schema.names
+
+
+def dataset_row(
+    version: str,
+    fingerprint: str,
+    classes: Sequence[str],
+    counts: Mapping[str, int],
+    *,
+    source: str | None = None,
+    uri: str | None = None,
+    num_rejected: int = 0,
+) -> dict[str, Any]:
+    """A ``datasets`` row from a ``dataset.json``'s fields (``counts`` is ``{split: n}``)."""
+    unknown = sorted(set(counts) - {"train", "val", "test"})
+    if unknown:
+        raise SchemaError(f"table 'datasets': unknown split(s) {unknown} in counts")
+    return {
+        "version": version,
+        "fingerprint": fingerprint,
+        "source": source,
+        "uri": uri,
+        "classes": list(classes),
+        "num_classes": len(classes),
+        "num_rejected": num_rejected,
+        "counts_json": json.dumps(dict(counts), sort_keys=True),
+        **{f"{s}_count": int(counts.get(s, 0)) for s in ("train", "val", "test")},
+    }
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A ``runs`` event: a run's identity (set when it starts) and its state; ``then(...)`` gives the next event of
+    the same run (``running`` -> ``completed`` / ``failed``). Its fields are the table's columns (a test holds them
+    to the schema); ``updated_at`` None means the table's "now"."""
+
+    run_id: str
+    status: str
+    flow_run_id: str | None = None
+    variant: str | None = None
+    config_json: str | None = None
+    config_yaml: str | None = None
+    dataset_version: str | None = None
+    dataset_fingerprint: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    best_checkpoint_uri: str | None = None
+    num_params: int | None = None
+    epochs_completed: int | None = None
+    wall_seconds: float | None = None
+    error: str | None = None
+    updated_at: datetime | None = None
+
+    def then(self, **changes: Any) -> RunRow:
+        return replace(self, **changes)
+
+    def row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def epoch_row(run_id: str, metrics: object) -> dict[str, Any]:
+    """An ``epochs`` row: every column but the key and the timestamp is the metrics' attribute of the same name
+    (``train.results.EpochMetrics``), so the table and the metrics share one set of names."""
+    return {"run_id": run_id} | {
+        c: getattr(metrics, c) for c in column_names("epochs") if c not in ("run_id", "created_at")
+    }
+
+
+def checkpoint_row(
+    run_id: str, epoch: int, uri: str, *, val_acc: float | None, size: int, sha256: str
+) -> dict[str, Any]:
+    """A ``checkpoints`` row: one kept checkpoint, where it lives, what it scored and its weights' digest."""
+    return {"run_id": run_id, "epoch": epoch, "uri": uri, "val_acc": val_acc, "bytes": size, "sha256": sha256}

@@ -159,8 +159,7 @@ def train_command(
 
     console = console or Console()
     cfg = load_config(model, config, sets)
-    version_dir = resolve_version(data)
-    cfg.validate(version_dir)
+    version_dir = resolve_version(data)  # fit validates cfg against it, before Ray starts
     console.print(
         f"[bold]training[/] {cfg.model} on {version_dir} with {cfg.num_workers} worker(s), "
         f"{cfg.epochs} epoch(s), global batch {cfg.batch_size}"

@@ -13,26 +13,13 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from senet_dist.artifacts import ArtifactStore, dataset_row, utcnow
+from senet_dist.artifacts import ArtifactStore, RunRow, checkpoint_row, dataset_row, epoch_row, utcnow
 from senet_dist.data import DatasetInfo, ShardResult, shard_dataset, sharding_executor, source_changed
 from senet_dist.pipeline.config import PipelineConfig, locate
 from senet_dist.pipeline.runs import config_json
 from senet_dist.storage import join, redact, tree_bytes
-from senet_dist.train import EpochMetrics, FitResult, RaySession
+from senet_dist.train import FitResult, RaySession
 from senet_dist.train.checkpoint import checkpoint_digest, read_meta_at
-
-EPOCH_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "lr",
-    "img_per_s",
-    "epoch_seconds",
-    "ema_val_loss",
-    "ema_val_acc",
-)
 
 
 @dataclass(frozen=True)
@@ -102,19 +89,21 @@ def train_variant(
     from senet_dist.train import fit
 
     info = DatasetInfo.load(version_dir)
-    train_cfg = cfg.train_config(variant).validate(version_dir)
+    train_cfg = cfg.train_config(variant)  # validated against the data once, by fit, before any worker starts
     started = utcnow()
-    base_row = {
-        "run_id": run_id,
-        "flow_run_id": flow_run_id,
-        "variant": variant,
-        "config_json": config_json(train_cfg),
-        "config_yaml": train_cfg.to_yaml(),
-        "dataset_version": info.version,
-        "dataset_fingerprint": info.fingerprint,
-        "started_at": started,
-    }
-    store.append("runs", [{**base_row, "status": "running", "updated_at": started}])
+    run = RunRow(
+        run_id=run_id,
+        status="running",
+        flow_run_id=flow_run_id,
+        variant=variant,
+        config_json=config_json(train_cfg),
+        config_yaml=train_cfg.to_yaml(),
+        dataset_version=info.version,
+        dataset_fingerprint=info.fingerprint,
+        started_at=started,
+        updated_at=started,
+    )
+    store.append("runs", [run.row()])
     t0 = time.perf_counter()
     try:
         result = fit(
@@ -126,28 +115,23 @@ def train_variant(
             session=session,
             ray_address=cfg.ray_address,
         )
-        return _record_success(store, base_row, result, version_dir, cfg, time.perf_counter() - t0)
+        return _record_success(store, run, result, version_dir, cfg, time.perf_counter() - t0)
     except BaseException as exc:
         ended = utcnow()
-        store.append(
-            "runs",
-            [
-                {
-                    **base_row,
-                    "status": "failed",
-                    "ended_at": ended,
-                    "updated_at": ended,
-                    "wall_seconds": time.perf_counter() - t0,
-                    "error": f"{type(exc).__name__}: {exc}",
-                }
-            ],
+        failed = run.then(
+            status="failed",
+            ended_at=ended,
+            updated_at=ended,
+            wall_seconds=time.perf_counter() - t0,
+            error=f"{type(exc).__name__}: {exc}",
         )
+        store.append("runs", [failed.row()])
         raise
 
 
 def _record_success(
     store: ArtifactStore,
-    base_row: dict[str, Any],
+    run: RunRow,
     result: FitResult,
     version_dir: str | Path,
     cfg: PipelineConfig,
@@ -159,37 +143,32 @@ def _record_success(
     from senet_dist.evaluation.metrics import report_split
     from senet_dist.evaluation.report import write_report
 
-    run_id = base_row["run_id"]
+    run_id, variant = run.run_id, str(run.variant)
     if result.best_checkpoint is None:
         raise RuntimeError(f"run {run_id} finished without a checkpoint to evaluate")
     split = report_split(version_dir)
-    placement = eval_placement(cfg.train_config(base_row["variant"]))
+    placement = eval_placement(cfg.train_config(variant))
     evaluation = evaluate_run(result.best_checkpoint, version_dir, split, placement, run_id=run_id)
     report = evaluation.report
-    report.variant, report.dataset_version = base_row["variant"], base_row["dataset_version"]
+    report.variant, report.dataset_version = variant, str(run.dataset_version)
     reports_uri = join(cfg.artifacts_abs, "reports", run_id)
     write_report(report, reports_uri, samples=evaluation.samples, history=result.history)
     _append_new(store, "epochs", run_id, [epoch_row(run_id, m) for m in result.history], "epoch")
     _append_new(store, "checkpoints", run_id, checkpoint_rows(run_id, result.checkpoints), "uri")
     store.append("evaluations", [{**report.to_dict(), "split": report.split}])
     ended = utcnow()
-    store.append(
-        "runs",
-        [
-            {
-                **base_row,
-                "status": "completed",
-                "ended_at": ended,
-                "updated_at": ended,
-                "best_checkpoint_uri": result.best_checkpoint,
-                "num_params": result.num_params,
-                "epochs_completed": result.epochs_completed,
-                "wall_seconds": wall,
-            }
-        ],
+    completed = run.then(
+        status="completed",
+        ended_at=ended,
+        updated_at=ended,
+        best_checkpoint_uri=result.best_checkpoint,
+        num_params=result.num_params,
+        epochs_completed=result.epochs_completed,
+        wall_seconds=wall,
     )
+    store.append("runs", [completed.row()])
     return VariantSummary(
-        variant=base_row["variant"],
+        variant=variant,
         run_id=run_id,
         accuracy=report.accuracy,
         macro_f1=report.macro_f1,
@@ -201,11 +180,6 @@ def _record_success(
         confusion_matrix=report.confusion_matrix.astype(int).tolist(),
         class_names=list(report.classes),
     )
-
-
-def epoch_row(run_id: str, metrics: EpochMetrics) -> dict[str, Any]:
-    """An ``epochs`` table row: the table's columns carry the metrics' own names."""
-    return {"run_id": run_id, **{column: getattr(metrics, column) for column in EPOCH_COLUMNS}}
 
 
 def _append_new(store: ArtifactStore, table: str, run_id: str, rows: list[dict[str, Any]], key: str) -> None:
@@ -222,14 +196,10 @@ def checkpoint_rows(run_id: str, checkpoints: list[str]) -> list[dict[str, Any]]
     rows = []
     for uri in checkpoints:
         meta = read_meta_at(uri)
+        val_acc = meta.metrics.val_acc if meta.metrics is not None else None
         rows.append(
-            {
-                "run_id": run_id,
-                "epoch": meta.epoch,
-                "uri": str(uri),
-                "val_acc": meta.metrics.val_acc if meta.metrics is not None else None,
-                "bytes": tree_bytes(uri),
-                "sha256": checkpoint_digest(uri),
-            }
+            checkpoint_row(
+                run_id, meta.epoch, str(uri), val_acc=val_acc, size=tree_bytes(uri), sha256=checkpoint_digest(uri)
+            )
         )
     return rows

@@ -278,3 +278,26 @@ def test_s3_missing_bucket_is_a_clear_error(s3_bucket: str) -> None:
     root = f"s3://{s3_bucket}-missing/prefix"
     with pytest.raises(ArtifactStoreError, match=re.escape(root) + ".*cannot append"):
         ArtifactStore(root).append("runs", [_run("a")])
+
+
+def test_each_row_constructor_writes_its_tables_columns(tmp_path: Path) -> None:
+    """The constructors beside the specs name exactly their table's columns: RunRow's fields are the runs schema,
+    an epochs row is the metrics' own attribute names, a checkpoints row fills every column but the timestamp."""
+    from dataclasses import fields
+
+    from senet_dist.artifacts import RunRow, checkpoint_row, column_names, epoch_row, utcnow
+    from tests.helpers import epoch_metrics
+
+    assert sorted(f.name for f in fields(RunRow)) == sorted(column_names("runs"))
+    row = epoch_row("r", epoch_metrics(epoch=3, val_acc=0.75))
+    assert sorted(row) == sorted(c for c in column_names("epochs") if c != "created_at")
+    assert row["epoch"] == 3 and row["val_acc"] == 0.75
+    ckpt = checkpoint_row("r", 3, "s3://b/c", val_acc=0.75, size=10, sha256="ab")
+    assert sorted(ckpt) == sorted(c for c in column_names("checkpoints") if c != "created_at")
+    store = ArtifactStore(tmp_path / "a")
+    running = RunRow(run_id="r", status="running", variant="v", updated_at=utcnow())
+    store.append("runs", [running.row()])
+    store.append("runs", [running.then(status="completed", epochs_completed=3, updated_at=utcnow()).row()])
+    store.append("epochs", [row])
+    store.append("checkpoints", [ckpt])
+    assert store.runs_latest().to_pylist()[0]["status"] == "completed"

@@ -78,7 +78,7 @@ def test_the_pipeline_evaluates_on_ray_when_it_is_up_and_here_otherwise(ray_up, 
 @pytest.mark.ray
 def test_record_success_writes_the_drivers_report_from_the_cluster(ray_up, lfw_checkpoint, tmp_path) -> None:
     """The flow's record step in a Ray session: the evaluations row and report.json are the driver's report."""
-    from senet_dist.artifacts import ArtifactStore, utcnow
+    from senet_dist.artifacts import ArtifactStore, RunRow, utcnow
     from senet_dist.pipeline import PipelineConfig
     from senet_dist.pipeline.runs import config_json
     from senet_dist.pipeline.steps import _record_success
@@ -90,16 +90,16 @@ def test_record_success_writes_the_drivers_report_from_the_cluster(ray_up, lfw_c
     cfg = PipelineConfig(artifacts=str(tmp_path / "artifacts"), variants=["se_resnet_tiny"])
     store = ArtifactStore(cfg.artifacts_abs)
     train_cfg = cfg.train_config("se_resnet_tiny")
-    base_row = {
-        "run_id": "run-3",
-        "flow_run_id": None,
-        "variant": "se_resnet_tiny",
-        "config_json": config_json(train_cfg),
-        "config_yaml": train_cfg.to_yaml(),
-        "dataset_version": info.version,
-        "dataset_fingerprint": info.fingerprint,
-        "started_at": utcnow(),
-    }
+    run = RunRow(
+        run_id="run-3",
+        status="running",
+        variant="se_resnet_tiny",
+        config_json=config_json(train_cfg),
+        config_yaml=train_cfg.to_yaml(),
+        dataset_version=info.version,
+        dataset_fingerprint=info.fingerprint,
+        started_at=utcnow(),
+    )
     epoch = epoch_metrics(
         epoch=2,
         train_loss=0.5,
@@ -112,7 +112,7 @@ def test_record_success_writes_the_drivers_report_from_the_cluster(ray_up, lfw_c
         world_size=1,
     )
     result = FitResult("run-3", str(tmp_path), [epoch], str(ckpt), str(ckpt), [str(ckpt)], 3.0, 1000)
-    summary = _record_success(store, base_row, result, version, cfg, 3.0)
+    summary = _record_success(store, run, result, version, cfg, 3.0)
     driver = evaluate_checkpoint(ckpt, version, split="test", run_id="run-3")
     driver.variant, driver.dataset_version = "se_resnet_tiny", info.version
     row = store.read("evaluations").to_pylist()[0]
@@ -123,6 +123,8 @@ def test_record_success_writes_the_drivers_report_from_the_cluster(ray_up, lfw_c
         k: v for k, v in _comparable(driver).items() if k != "report_json"
     }
     assert json.loads(saved["report_json"])["checkpoint"] == str(ckpt)
+    [completed] = [r for r in store.read("runs").to_pylist() if r["status"] == "completed"]
+    assert completed["best_checkpoint_uri"] == str(ckpt) and completed["config_json"] == run.config_json
 
 
 @pytest.mark.ray
