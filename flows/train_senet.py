@@ -8,7 +8,7 @@ Run it through a deployment: ``prefect deployment run train-senet/quickstart --w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
@@ -26,13 +26,15 @@ from senet_dist.pipeline import (
     PipelineConfig,
     VariantSummary,
     prepare_dataset,
+    promote,
     run_id_for,
     train_variant,
     variants_to_train,
 )
-from senet_dist.release.gate import GateResult, promote_best
-from senet_dist.storage import join
 from senet_dist.train import RaySession
+
+if TYPE_CHECKING:
+    from senet_dist.release.gate import GateResult
 
 
 @flow(name="train-senet", log_prints=True)
@@ -78,14 +80,16 @@ def train_senet(
             dataset_name=dataset_name,
         )
     ).validate()
-    dataset = shard_task(cfg)
-    todo = variants_to_train(ArtifactStore(cfg.artifacts_abs), dataset.fingerprint, cfg)
-    if not todo:
-        get_run_logger().info("dataset %s unchanged and every variant trained: nothing to do", dataset.fingerprint[:12])
-        return Completed(name="Unchanged", message="data unchanged; every variant already trained")
-    with RaySession(
-        cfg.ray_address, resource_wait_s=cfg.resource_wait_s
-    ) as session:  # one Ray for every variant: one start-up, safe concurrency
+    # One Ray session for the whole run: joined at once on a cluster (the shard groups are Ray tasks there), started
+    # on a laptop only when there is something to train.
+    with RaySession(cfg.ray_address, resource_wait_s=cfg.resource_wait_s, lazy=not cfg.joins_cluster) as session:
+        dataset = shard_task(cfg, session)
+        todo = variants_to_train(ArtifactStore(cfg.artifacts_abs), dataset.fingerprint, cfg)
+        if not todo:
+            get_run_logger().info(
+                "dataset %s unchanged, every variant trained: nothing to do", dataset.fingerprint[:12]
+            )
+            return Completed(name="Unchanged", message="data unchanged; every variant already trained")
         states = _train_all(todo, dataset, cfg, session, concurrent)
     summaries = [s.result() for s in states if s.is_completed()]
     if summaries:
@@ -97,15 +101,10 @@ def train_senet(
     return summaries
 
 
-@task(name="shard", task_run_name="shard-{cfg.data}")
-def shard_task(cfg: PipelineConfig) -> ShardResult:
-    """On a Ray cluster the shard groups are Ray tasks on every node; a laptop shards in processes, starting no Ray
-    for a run that may find nothing to do."""
-    store = ArtifactStore(cfg.artifacts_abs)
-    if not cfg.joins_cluster:
-        return prepare_dataset(cfg, store)
-    with RaySession(cfg.ray_address, resource_wait_s=cfg.resource_wait_s) as session:
-        return prepare_dataset(cfg, store, session=session)
+@task(name="shard", task_run_name="shard-{cfg.data}", cache_policy=NO_CACHE)
+def shard_task(cfg: PipelineConfig, session: RaySession) -> ShardResult:
+    """On a Ray cluster the shard groups are Ray tasks on every node; a laptop shards in processes."""
+    return prepare_dataset(cfg, ArtifactStore(cfg.artifacts_abs), session=session)
 
 
 def _retry_if_transient(task: Any, task_run: Any, state: State) -> bool:
@@ -193,14 +192,8 @@ def publish_task(summaries: list[VariantSummary], dataset: ShardResult) -> None:
 
 @task(name="promote", cache_policy=NO_CACHE)
 def promote_task(cfg: PipelineConfig, dataset: ShardResult, run_ids: list[str]) -> GateResult:
-    """The promotion gate (senet_dist.release.gate) and a champion-vs-challenger artifact."""
-    result = promote_best(
-        ArtifactStore(cfg.artifacts_abs),
-        cfg.registry_dataset,
-        dataset.version_dir,
-        run_ids,
-        export_root=join(cfg.artifacts_abs, "exports"),
-    )
+    """The promotion gate (senet_dist.pipeline.promote) and a champion-vs-challenger artifact."""
+    result = promote(cfg, dataset.version_dir, run_ids)
     get_run_logger().info("promotion gate of %s: %s: %s", result.dataset, result.decision, result.reason)
     create_markdown_artifact(
         key="senet-promotion", markdown=result.markdown(), description=f"promotion gate of {result.dataset}"

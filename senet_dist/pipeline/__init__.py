@@ -6,7 +6,7 @@ steps themselves. ``flows/`` wraps them as Prefect tasks.
 
 from senet_dist.pipeline.config import DEFAULT_VARIANTS, PipelineConfig, default_artifacts, resolve_source
 from senet_dist.pipeline.runs import config_json, new_run_id, run_id_for, variants_to_train
-from senet_dist.pipeline.steps import VariantSummary, data_changed, prepare_dataset, train_variant
+from senet_dist.pipeline.steps import VariantSummary, data_changed, prepare_dataset, promote, train_variant
 
 __all__ = [
     "DEFAULT_VARIANTS",
@@ -17,6 +17,7 @@ __all__ = [
     "default_artifacts",
     "new_run_id",
     "prepare_dataset",
+    "promote",
     "resolve_source",
     "run_id_for",
     "train_variant",

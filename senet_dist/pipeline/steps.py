@@ -1,4 +1,4 @@
-"""The pipeline's steps as plain functions: shard -> train each variant -> evaluate -> record.
+"""The pipeline's steps as plain functions: shard -> train each variant -> evaluate -> record -> promote.
 
 The Prefect flows in ``flows/`` wrap these one-to-one as tasks, so everything here is testable and usable
 without Prefect; the flows add retries, concurrency, state and artifacts.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.compute as pc
 
@@ -20,6 +20,9 @@ from senet_dist.pipeline.runs import config_json
 from senet_dist.storage import join, redact, tree_bytes
 from senet_dist.train import FitResult, RaySession
 from senet_dist.train.checkpoint import checkpoint_digest, read_meta_at
+
+if TYPE_CHECKING:
+    from senet_dist.release.gate import GateResult
 
 
 @dataclass(frozen=True)
@@ -203,3 +206,13 @@ def checkpoint_rows(run_id: str, checkpoints: list[str]) -> list[dict[str, Any]]
             )
         )
     return rows
+
+
+def promote(cfg: PipelineConfig, version_dir: str, run_ids: list[str]) -> GateResult:
+    """The promotion gate of ``cfg``'s dataset for the runs this flow run completed; a new champion is exported
+    under ``<artifacts>/exports`` (beside the tables, never inside one)."""
+    from senet_dist.release.gate import promote_best
+
+    store = ArtifactStore(cfg.artifacts_abs)
+    export_root = join(cfg.artifacts_abs, "exports")
+    return promote_best(store, cfg.registry_dataset, version_dir, run_ids, export_root=export_root)

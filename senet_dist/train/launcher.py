@@ -66,6 +66,7 @@ def fit(
     storage = ray_path if ray_fs is None else str(storage_path)  # how results name their checkpoints
     name = run_name or default_run_name(variant)
     with nullcontext(session) if session is not None else RaySession(ray_address) as ray_session:
+        ray_session.connect()  # a lazy session (the flow's) starts or joins Ray now
         start = time.perf_counter()
         ray_session.check_storage(storage)  # now, and again once nodes have joined during the resource wait
         ray_session.check_resources(cfg)

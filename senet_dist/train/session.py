@@ -68,7 +68,9 @@ class RaySession:
     ``fixed_size``: whether the cluster can never grow, so a worker group it cannot hold is an error rather than
     a wait for an autoscaler. None means: True exactly when no cluster address is given (a local Ray, started by
     this session or already running in this process). ``resource_wait_s``: how long a cluster that can grow gets
-    to provide a worker group's resources before :meth:`check_resources` gives up.
+    to provide a worker group's resources before :meth:`check_resources` gives up. ``lazy``: connect on first use
+    (:meth:`connect`, called by everything that needs Ray) instead of on entry, so one session can span a flow run
+    that may find nothing to train without starting a Ray for it.
     """
 
     def __init__(
@@ -78,12 +80,16 @@ class RaySession:
         num_cpus: int | None = None,
         fixed_size: bool | None = None,
         resource_wait_s: float = RESOURCE_WAIT_S,
+        lazy: bool = False,
     ) -> None:
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.num_cpus = num_cpus
         self._fixed_size = self.address is None if fixed_size is None else fixed_size
         self.resource_wait_s = resource_wait_s
-        self.started = False
+        self.lazy = lazy
+        self.started = False  # this session started the Ray it uses (and shuts it down on exit)
+        self.connected = False
+        self._entered = False
         self._env_added: list[str] = []
 
     @property
@@ -91,8 +97,19 @@ class RaySession:
         return self._fixed_size
 
     def __enter__(self) -> Self:
+        self._entered = True
+        if not self.lazy:
+            self.connect()
+        return self
+
+    def connect(self) -> Self:
+        """Start or join Ray now, if this session has not yet (idempotent; only inside the ``with`` block)."""
         import ray
 
+        if self.connected:
+            return self
+        if not self._entered:
+            raise RuntimeError("RaySession.connect() outside its with block")
         self._setdefault_env(QUIET_ENV)
         if not ray.is_initialized():
             # never RAY_AUTH_MODE: workers inherit their raylet's, which is the one their cluster checks
@@ -114,18 +131,19 @@ class RaySession:
                 self.started = True
         # Ray Train reads these when a trainer starts its controller and passes them on to the workers.
         self._setdefault_env({**RAY_TRAIN_ENV, **(FIXED_SIZE_RAY_TRAIN_ENV if self.fixed_size else {})})
+        self.connected = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import ray
-
         try:
             if self.started:
+                import ray
+
                 ray.shutdown()
         finally:
             for key in self._env_added:
                 os.environ.pop(key, None)
-            self._env_added, self.started = [], False
+            self._env_added, self.started, self.connected, self._entered = [], False, False, False
 
     def _setdefault_env(self, values: dict[str, str]) -> None:
         for key, value in values.items():
@@ -138,6 +156,7 @@ class RaySession:
         """{resource: (needed, the cluster's total)} for each resource the worker groups of ``cfgs`` lack together."""
         import ray
 
+        self.connect()
         have = ray.cluster_resources()
         return {k: (v, have.get(k, 0.0)) for k, v in worker_group_demand(cfgs).items() if have.get(k, 0.0) < v}
 
@@ -193,6 +212,7 @@ class RaySession:
     def alive_nodes(self) -> int:
         import ray
 
+        self.connect()
         return sum(1 for node in ray.nodes() if node.get("Alive"))
 
     def check_storage(self, storage_path: str) -> None:

@@ -11,6 +11,7 @@ from PIL import Image
 from flows.train_senet import train_senet
 from senet_dist.artifacts import ArtifactStore
 from senet_dist.release import registry
+from senet_dist.train import RaySession
 
 pytestmark = [pytest.mark.ray, pytest.mark.prefect, pytest.mark.timeout(900)]
 
@@ -44,9 +45,15 @@ def _read_artifacts(keys: list[str]) -> dict[str, object]:
     return {a.key: a for a in found}
 
 
-def test_flow_trains_stores_skips_and_retrains_on_change(prefect_harness, source_copy, tmp_path):
+def test_flow_trains_stores_skips_and_retrains_on_change(prefect_harness, source_copy, tmp_path, monkeypatch):
+    sessions: list[RaySession] = []  # every session entered, and the ids of those that started or joined Ray
+    connected: set[int] = set()
+    enter, connect = RaySession.__enter__, RaySession.connect
+    monkeypatch.setattr(RaySession, "__enter__", lambda self: sessions.append(self) or enter(self))
+    monkeypatch.setattr(RaySession, "connect", lambda self: connected.add(id(self)) or connect(self))
     state = _run(source_copy, tmp_path)
     assert state.is_completed(), state.message
+    assert len(sessions) == 1 and connected == {id(sessions[0])}  # one Ray session for shard, train and evaluate
     summaries = state.result()
     assert sorted(s.variant for s in summaries) == sorted(VARIANTS)
 
@@ -74,6 +81,7 @@ def test_flow_trains_stores_skips_and_retrains_on_change(prefect_harness, source
     # Same data, same variants: nothing retrains.
     again = _run(source_copy, tmp_path)
     assert again.is_completed() and again.name == "Unchanged"
+    assert len(sessions) == 2 and id(sessions[1]) not in connected  # nothing to train: no Ray started for it
     assert store.read("runs").num_rows == len(runs) * 2  # running + completed events, no new ones
 
     # One changed image: a new dataset version, both variants retrained on it, the old version kept.
