@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command: install (if needed), lint + type check (ruff, ruff format --check, mypy; without
-# arguments only), and run the default test suite (slow tests excluded).
+# The README's test command: install (if needed), lint + type check + import contracts (ruff, ruff format --check,
+# mypy, lint-imports; without arguments only), and run the default test suite (slow tests excluded).
 # Under CI (CI=true, no arguments) the slow tests (`-m slow`) run afterwards too, while the remaining CI budget
 # (SENET_CI_BUDGET_S, default 75 min of the 90) leaves room for them (SENET_SLOW_NEEDS_S, default 25 min).
 set -euo pipefail
@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 export RAY_AUTH_MODE=disabled PREFECT_SERVER_ANALYTICS_ENABLED=false RAY_USAGE_STATS_ENABLED=0
 if [ "$#" -eq 0 ]; then
-  echo "==> ruff check, ruff format --check, mypy"
+  echo "==> ruff check, ruff format --check, mypy, lint-imports"
   .venv/bin/ruff check .
   .venv/bin/ruff format --check .
   .venv/bin/mypy
+  .venv/bin/lint-imports
 fi
 if [ "${CI:-}" != "true" ] || [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
