@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement issue 7 asks for (goal 1: our SE-ResNets vs timm, eager and compiled; goal 2: training
+# Every GPU measurement of docs/performance.md (model train step: our SE-ResNets vs timm, eager and compiled; end to end: training
 # from shards vs synthetic data), one step after another, teed to one log that docs/performance.md quotes.
 #
 # Made for a GPU host that has torch, torchvision, timm and pyarrow but not this package's other dependencies

@@ -43,7 +43,7 @@ QUIET_ENV = {
 # or generates the token). Never set or shipped when joining a cluster: a driver must match its nodes' setting (token
 # on our deployments, docs/security.md).
 LOCAL_RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
-# Ray Train V2 defaults that cost seconds per fit on small runs (docs/performance.md, goal 4); a value the user
+# Ray Train V2 defaults that cost seconds per fit on small runs (docs/performance.md, "Orchestration"); a value the user
 # exported wins. The controller polls its worker group every 2 s by default, and start, first report and finish
 # each wait for a poll. With the watcher setting below: no-op fit 11.5 -> 9.4 s, flow overhead 20.6 -> 16.4 s per
 # variant on the 2-core CI VM.
