@@ -9,7 +9,7 @@ from torch import nn
 
 from senet_dist.models import create_model
 from senet_dist.train.components import build_components, restore, training_state
-from senet_dist.train.config import EmaConfig, TrainConfig
+from senet_dist.train.config import EmaConfig
 from senet_dist.train.ema import ModelEma, ema_decay
 from senet_dist.train.loops import train_epoch
 
@@ -49,10 +49,10 @@ def test_update_is_a_lerp_of_floats_and_a_copy_of_integer_buffers() -> None:
     assert not any(p.requires_grad for p in ema.module.parameters())
 
 
-def test_ema_differs_from_the_trained_weights_and_converges_toward_them() -> None:
+def test_ema_differs_from_the_trained_weights_and_converges_toward_them(tiny_config) -> None:
     torch.manual_seed(0)
-    cfg = TrainConfig(model="se_resnet_tiny", batch_size=8, num_workers=1).with_overrides(
-        {"ema.enabled": True, "ema.decay": 0.9, "ema.warmup": False, "lr": 0.1}
+    cfg = tiny_config(
+        batch_size=8, num_workers=1, **{"ema.enabled": True, "ema.decay": 0.9, "ema.warmup": False, "lr": 0.1}
     )
     comp = build_components(cfg, 3, torch.device("cpu"), steps_per_epoch=6)
     assert comp.ema is not None
@@ -69,9 +69,9 @@ def test_ema_differs_from_the_trained_weights_and_converges_toward_them() -> Non
     assert gaps[-1] < gap * 0.9**29
 
 
-def test_checkpoint_state_holds_both_weights_and_restores_the_average() -> None:
+def test_checkpoint_state_holds_both_weights_and_restores_the_average(tiny_config) -> None:
     torch.manual_seed(0)
-    cfg = TrainConfig(model="se_resnet_tiny", batch_size=4, num_workers=1).with_overrides({"ema.enabled": True})
+    cfg = tiny_config(batch_size=4, num_workers=1, **{"ema.enabled": True})
     comp = build_components(cfg, 2, torch.device("cpu"), steps_per_epoch=2)
     batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 2, (4,))) for _ in range(2)]
     train_epoch(comp.model, batches, comp.criterion, comp.optimizer, comp.scheduler, comp.opts, ema=comp.ema)

@@ -59,6 +59,7 @@ def test_concurrent_fits_share_one_session(ray_session) -> None:
 
 
 def _cfg(**kw) -> TrainConfig:
+    """A worker group's shape only (these tests count resources, nothing trains)."""
     return TrainConfig(model="se_resnet_tiny").with_overrides({"batch_size": 8 * kw.get("num_workers", 2), **kw})
 
 

@@ -109,14 +109,14 @@ def test_config_section_and_shorthand_values() -> None:
     assert not TrainConfig().mixup.enabled
 
 
-def test_a_training_epoch_on_mixed_batches() -> None:
+def test_a_training_epoch_on_mixed_batches(tiny_config) -> None:
     """The loop's mix hook: soft targets through the criterion, accuracy against each sample's dominant label."""
     from senet_dist.train.components import build_components
     from senet_dist.train.loops import train_epoch
 
     torch.manual_seed(0)
-    cfg = TrainConfig(model="se_resnet_tiny", batch_size=8, num_workers=1).with_overrides(
-        {"mixup.mixup_alpha": 0.4, "mixup.cutmix_alpha": 1.0, "label_smoothing": 0.1}
+    cfg = tiny_config(
+        batch_size=8, num_workers=1, **{"mixup.mixup_alpha": 0.4, "mixup.cutmix_alpha": 1.0, "label_smoothing": 0.1}
     )
     comp = build_components(cfg, 5, torch.device("cpu"), steps_per_epoch=4)
     batches = [(torch.randn(8, 3, 32, 32), torch.randint(0, 5, (8,))) for _ in range(4)]
