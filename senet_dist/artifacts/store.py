@@ -27,10 +27,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from senet_dist.artifacts.tables import Row, SchemaError, table_spec
-from senet_dist.storage import resolve_filesystem
+from senet_dist.errors import SenetError
+from senet_dist.storage import redact, resolve_filesystem
 
 
-class ArtifactStoreError(RuntimeError):
+class ArtifactStoreError(SenetError, RuntimeError):
     """The store's root cannot be written or read (permission, disk full, missing bucket...)."""
 
 
@@ -115,11 +116,11 @@ class ArtifactStore:
         try:
             self.fs, self.base = resolve_filesystem(self.root)
         except (ValueError, OSError) as exc:
-            raise ArtifactStoreError(f"artifact store {self.root!r}: {exc}") from exc
+            raise ArtifactStoreError(f"artifact store {redact(self.root)!r}: {exc}") from exc
         self._local = isinstance(self.fs, pafs.LocalFileSystem)
 
     def __repr__(self) -> str:
-        return f"ArtifactStore({self.root!r})"
+        return f"ArtifactStore({redact(self.root)!r})"
 
     def table_path(self, name: str) -> str:
         return f"{self.base.rstrip('/')}/{table_spec(name).name}"
@@ -144,7 +145,7 @@ class ArtifactStore:
                     out.write(buf.getvalue())
         except OSError as exc:
             raise ArtifactStoreError(
-                f"artifact store {self.root!r}: cannot append to {name!r}: {type(exc).__name__}: {exc}"
+                f"artifact store {redact(self.root)!r}: cannot append to {name!r}: {type(exc).__name__}: {exc}"
             ) from exc
         return final if self._local else f"{self.root.rstrip('/')}/{name}/{final.rsplit('/', 1)[1]}"
 
@@ -173,7 +174,7 @@ class ArtifactStore:
             dataset = ds.dataset(path, schema=schema, format="parquet", filesystem=self.fs, ignore_prefixes=[".", "_"])
             return dataset.to_table(filter=filter)
         except OSError as exc:
-            raise ArtifactStoreError(f"artifact store {self.root!r}: cannot read {name!r}: {exc}") from exc
+            raise ArtifactStoreError(f"artifact store {redact(self.root)!r}: cannot read {name!r}: {exc}") from exc
 
     def latest(self, name: str, key: str, value: Any) -> dict[str, Any] | None:
         """Newest row (by the table's ``created_at``/``updated_at``) whose ``key`` equals ``value``, or None."""

@@ -17,6 +17,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from senet_dist.errors import PermanentError
+
 TS = pa.timestamp("us", tz="UTC")
 RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 MODEL_STAGES = ("champion", "challenger", "archived")
@@ -33,7 +35,7 @@ PER_CLASS = pa.struct(
 Row = Mapping[str, Any]
 
 
-class SchemaError(ValueError):
+class SchemaError(PermanentError, ValueError):
     """A row does not match its table's schema; the message names the table, row and column."""
 
 

@@ -11,11 +11,13 @@ from typing import Any
 
 from torch import nn
 
+from senet_dist.errors import ConfigError
+
 ModelFactory = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelFactory] = {}
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(ConfigError):
     """Raised for a model name that is not registered; the message lists the valid names."""
 
 

@@ -43,7 +43,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pyarrow.fs as pafs
 
-from senet_dist.errors import PermanentError
+from senet_dist.errors import PermanentError, SenetError
 from senet_dist.storage import s3_options_from_env
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ DEFAULT_LEASE_S = 60.0
 DEFAULT_TIMEOUT_S = 600.0
 
 
-class RegistryLockTimeout(TimeoutError):
+class RegistryLockTimeout(SenetError, TimeoutError):
     """Another process held the dataset's registry lock for longer than the timeout."""
 
 
