@@ -9,6 +9,7 @@
   40 per class; tests/train: all 200 images);
 - ``lfw_checkpoint``: a real se_resnet_tiny checkpoint trained in-process (no Ray) on all of lfw-subset;
 - ``tiny_config(**overrides)``: the seeded tiny TrainConfig that Ray training tests use;
+- ``prefect_harness``: a real temporary Prefect server (SQLite) for the session;
 - ``s3_server`` / ``s3_bucket``: a real S3 endpoint on loopback (tests/s3server.py); ``s3_proxy``: the same endpoint
   behind a TCP proxy that can go down for an outage (tests/s3proxy.py).
 
@@ -88,6 +89,16 @@ def ray_down():
         ray.shutdown()
     yield
     assert not ray.is_initialized(), "the call under test started Ray"
+
+
+# ---- Prefect ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A real temporary Prefect server (SQLite) for the whole session, started on first use."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 # ---- lfw-subset ------------------------------------------------------------------------------------
@@ -201,11 +212,17 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 @pytest.fixture
 def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh bucket; the AWS_* environment points at the server for this test. Returns the bucket name."""
+    """A fresh bucket; the AWS_* environment points at the server for this test, and its keys may go to Ray's
+    workers (``SENET_SHIP_STORAGE_ENV=1``). Returns the bucket name."""
+    from senet_dist.storage import SHIP_STORAGE_ENV
+
     for key in ("AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
+    # Opt in to shipping the driver's keys: the session's local Ray (and a test's cluster) may have started before this
+    # test set them, so its nodes lack them. The default (no keys leave the driver) is tested in tests/security.
+    monkeypatch.setenv(SHIP_STORAGE_ENV, "1")
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3_server.create_bucket(name)
     return name

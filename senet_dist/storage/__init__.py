@@ -17,6 +17,7 @@ from senet_dist.storage.errors import (
     storage_errors,
 )
 from senet_dist.storage.fs import (
+    SECRET_ENV,
     SHIP_STORAGE_ENV,
     basename,
     cached_filesystem,
@@ -31,6 +32,7 @@ from senet_dist.storage.fs import (
     read_bytes,
     resolve_filesystem,
     s3_options_from_env,
+    ship_credentials,
     storage_env,
     storage_environment,
     tree_bytes,
@@ -41,6 +43,7 @@ from senet_dist.storage.fs import (
 )
 
 __all__ = [
+    "SECRET_ENV",
     "SHIP_STORAGE_ENV",
     "StorageConfigError",
     "StorageError",
@@ -60,6 +63,7 @@ __all__ = [
     "redact",
     "resolve_filesystem",
     "s3_options_from_env",
+    "ship_credentials",
     "storage_env",
     "storage_environment",
     "storage_errors",

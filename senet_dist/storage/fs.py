@@ -12,24 +12,32 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
 from senet_dist.storage.errors import StorageConfigError, redact, storage_errors
 
-# Set to 0 where every node has its own storage settings (e.g. a Kubernetes secret per pod): then the driver's keys are
-# not handed to Ray tasks and workers (where they would sit in Ray's object store).
+# Set to 1 to hand the driver's object-storage keys to Ray tasks and training workers (and into Ray Train's checkpoint
+# filesystem). Off by default: a node gets its credentials from the cluster's own configuration (its environment, an
+# instance role, a runtime env or a Secret the operator set), never from whoever started a flow run; the keys would
+# otherwise sit in Ray's object store and in pickled task arguments on every node.
 SHIP_STORAGE_ENV = "SENET_SHIP_STORAGE_ENV"
+# The AWS_* settings that are secrets: never shipped unless SHIP_STORAGE_ENV=1, never shown.
+SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+
+def ship_credentials() -> bool:
+    """Whether the driver's object-storage keys go to Ray tasks and workers (``SENET_SHIP_STORAGE_ENV=1``)."""
+    return os.environ.get(SHIP_STORAGE_ENV, "0").strip().lower() in ("1", "true", "yes")
 
 
 def storage_env() -> dict[str, str]:
-    """This process's object-storage settings (``AWS_*``: endpoint, region, keys), handed to Ray tasks and training
-    workers: they inherit their raylet's environment, not the driver's, so without them a node would reach another
-    endpoint or none (Ray Train already ships the checkpoint filesystem, keys included, the same way)."""
-    if os.environ.get(SHIP_STORAGE_ENV, "1") == "0":
-        return {}
-    return {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    """This process's object-storage settings (``AWS_*``: endpoint, region, profile), handed to Ray tasks and
+    training workers: they inherit their raylet's environment, not the driver's, so without them a node would reach
+    another endpoint or none. The keys (:data:`SECRET_ENV`) only with :func:`ship_credentials`."""
+    ship = ship_credentials()
+    return {k: v for k, v in os.environ.items() if k.startswith("AWS_") and (ship or k not in SECRET_ENV)}
 
 
 @contextmanager
@@ -57,37 +65,41 @@ def is_local(location: str | os.PathLike[str]) -> bool:
     return not is_uri(location) or str(location).startswith("file://")
 
 
-def s3_options_from_env() -> dict[str, object]:
+def s3_options_from_env(*, keys: bool = True) -> dict[str, object]:
     """S3FileSystem keyword arguments taken from the standard AWS environment variables.
 
     ``AWS_ENDPOINT_URL_S3`` wins over ``AWS_ENDPOINT_URL`` (the AWS SDK convention). With a custom
-    endpoint the region defaults to ``us-east-1`` so pyarrow never probes AWS to resolve it.
+    endpoint the region defaults to ``us-east-1`` so pyarrow never probes AWS to resolve it. ``keys=False`` leaves
+    the access key, secret and session token out: the filesystem then finds credentials where it runs (the AWS
+    SDK's chain: that machine's environment, config files, an instance role), which is what a filesystem shipped to
+    other nodes should do.
     """
     opts: dict[str, object] = {}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"AWS endpoint URL must look like http(s)://host[:port], got {endpoint!r}")
-        opts["endpoint_override"] = parts.netloc
+            raise ValueError(f"AWS endpoint URL must look like http(s)://host[:port], got {redact(endpoint)!r}")
+        opts["endpoint_override"] = parts.netloc.rsplit("@", 1)[-1]
         opts["scheme"] = parts.scheme
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region or endpoint:
         opts["region"] = region or "us-east-1"
     key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret:
+    if keys and key and secret:
         opts["access_key"], opts["secret_key"] = key, secret
         if os.environ.get("AWS_SESSION_TOKEN"):
             opts["session_token"] = os.environ["AWS_SESSION_TOKEN"]
     return opts
 
 
-def resolve_filesystem(location: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+def resolve_filesystem(location: str | os.PathLike[str], *, keys: bool = True) -> tuple[pafs.FileSystem, str]:
     """Map a local path or URI to ``(filesystem, path inside it)``.
 
     Plain paths become absolute local paths. ``s3://bucket/prefix`` without a query string is built from
-    the environment (see :func:`s3_options_from_env`); a URI with a query string
-    (``s3://b/p?endpoint_override=...``) and every other scheme go to ``FileSystem.from_uri`` unchanged.
+    the environment (see :func:`s3_options_from_env`; ``s3://KEY:SECRET@bucket/...`` names its own keys, which
+    ``keys=False`` drops too); a URI with a query string (``s3://b/p?endpoint_override=...``) and every other scheme
+    go to ``FileSystem.from_uri`` unchanged.
     """
     loc = str(location)
     if not loc:
@@ -96,10 +108,16 @@ def resolve_filesystem(location: str | os.PathLike[str]) -> tuple[pafs.FileSyste
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(loc))
     parts = urlsplit(loc)
     if parts.scheme == "s3" and not parts.query:
-        if not parts.netloc:
-            raise ValueError(f"S3 URI needs a bucket: {loc!r}")
-        path = (parts.netloc + "/" + parts.path.strip("/")).rstrip("/")
-        return pafs.S3FileSystem(**s3_options_from_env()), path
+        userinfo, _, bucket = parts.netloc.rpartition("@")
+        if not bucket:
+            raise ValueError(f"S3 URI needs a bucket: {redact(loc)!r}")
+        opts = s3_options_from_env(keys=keys)
+        if userinfo and keys:
+            user, _, password = userinfo.partition(":")
+            opts |= {"access_key": unquote(user), "secret_key": unquote(password)}
+            opts.pop("session_token", None)
+        path = (bucket + "/" + parts.path.strip("/")).rstrip("/")
+        return pafs.S3FileSystem(**opts), path
     try:
         fs, path = pafs.FileSystem.from_uri(loc)
     except (ValueError, OSError) as exc:  # pyarrow's message may quote the URI, keys and all

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from senet_dist.errors import ConfigError, TrainingError, caused_by_permanent, one_line, senet_cause
-from senet_dist.storage import is_local, join, resolve_filesystem, storage_env, uri_for, write_bytes
+from senet_dist.storage import is_local, join, resolve_filesystem, ship_credentials, storage_env, uri_for, write_bytes
 from senet_dist.train.checkpoint import META_FILE, CheckpointMeta
 from senet_dist.train.config import TrainConfig
 from senet_dist.train.faults import FaultPlan
@@ -161,11 +161,13 @@ def _permanent(error: BaseException) -> bool:
 
 def _ray_storage(storage_path: str | Path) -> tuple[str, Any]:
     """(path Ray sees, pyarrow filesystem or None). Object stores get an explicit filesystem built by
-    :func:`senet_dist.storage.resolve_filesystem`, because pyarrow alone ignores AWS_ENDPOINT_URL (MinIO)."""
+    :func:`senet_dist.storage.resolve_filesystem`, because pyarrow alone ignores AWS_ENDPOINT_URL (MinIO). Ray Train
+    pickles it into every worker and its controller: without ``SENET_SHIP_STORAGE_ENV=1`` it carries the endpoint
+    but no keys, and each node finds its own credentials."""
     s = str(storage_path)
     if is_local(s):
         return str(Path(s.removeprefix("file://")).expanduser().resolve()), None
-    fs, path = resolve_filesystem(s)
+    fs, path = resolve_filesystem(s, keys=ship_credentials())
     return path, fs
 
 

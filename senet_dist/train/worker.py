@@ -36,7 +36,7 @@ class WorkerArgs:
     version_dir: str
     fault: FaultPlan | None = None  # tests only (senet_dist.train.faults)
     progress_board: Any = None  # a ProgressBoard actor handle; None: rank 0 prints progress lines
-    storage_env: dict[str, str] = field(default_factory=dict)  # the driver's AWS_* settings (storage.storage_env)
+    storage_env: dict[str, str] = field(default_factory=dict)  # the driver's AWS_* settings, keys only on opt-in
 
 
 @dataclass

@@ -20,11 +20,3 @@ def source_copy(lfw_source, tmp_path) -> Path:
     dst = tmp_path / "my data ü"
     shutil.copytree(lfw_source, dst)
     return dst
-
-
-@pytest.fixture(scope="session")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield

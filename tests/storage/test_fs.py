@@ -118,13 +118,34 @@ def test_s3_small_objects(s3_bucket: str) -> None:
         storage.read_bytes(storage.join(f"s3://{s3_bucket}", "shards", "MISSING"))
 
 
-def test_storage_env_ships_the_aws_settings_unless_switched_off(monkeypatch):
+def test_storage_env_ships_the_settings_and_the_keys_only_on_opt_in(monkeypatch):
     from senet_dist.storage import SHIP_STORAGE_ENV, storage_env
 
+    monkeypatch.delenv(SHIP_STORAGE_ENV, raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-KEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "t0ken")
     monkeypatch.setenv("HOME_NOT_AWS", "x")
     shipped = storage_env()
     assert shipped["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9" and "HOME_NOT_AWS" not in shipped
-    monkeypatch.setenv(SHIP_STORAGE_ENV, "0")  # every node has its own settings: keep the keys on the driver
-    assert storage_env() == {}
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & set(shipped)  # the default
+    monkeypatch.setenv(SHIP_STORAGE_ENV, "1")  # the operator's explicit choice: the driver's keys go along
+    assert storage_env()["AWS_SECRET_ACCESS_KEY"] == "s3cr3t"
+
+
+def test_a_filesystem_for_other_nodes_carries_no_keys(monkeypatch):
+    """What Ray Train pickles into its workers: the endpoint, never the keys (they come from each node)."""
+    import pickle
+
+    from senet_dist.storage import resolve_filesystem
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-KEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t")
+    bare, path = resolve_filesystem("s3://bucket/runs", keys=False)
+    assert path == "bucket/runs" and b"s3cr3t" not in pickle.dumps(bare) and b"AKIA-KEY" not in pickle.dumps(bare)
+    assert b"s3cr3t" in pickle.dumps(resolve_filesystem("s3://bucket/runs")[0])  # the driver's own keeps them
+    named, path = resolve_filesystem("s3://U%3Aser:p%40ss@bucket/runs")  # keys in the URI (URL-encoded)
+    assert path == "bucket/runs" and b"p@ss" in pickle.dumps(named)
+    assert b"p@ss" not in pickle.dumps(resolve_filesystem("s3://U:p%40ss@bucket/runs", keys=False)[0])
