@@ -13,7 +13,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.states import Completed, State
 
-from senet_dist.pipeline import PipelineConfig, data_changed
+from senet_dist.pipeline import PipelineConfig, check_deployment_name, data_changed
 
 
 @flow(name="check-data", log_prints=True)
@@ -28,6 +28,7 @@ def check_data(
 
     Unset ``data``/``shards``/``shard`` take the PipelineConfig defaults, as train-senet's do."""
     logger = get_run_logger()
+    check_deployment_name(deployment)  # only train-senet's deployments; their own checks then hold for the run
     given = {k: v for k, v in {"data": data, "shards": shards, "shard": shard}.items() if v is not None}
     changed, fingerprint = data_changed(PipelineConfig.parse(given))
     if not changed:

@@ -25,6 +25,7 @@ from senet_dist.errors import is_retryable
 from senet_dist.pipeline import (
     PipelineConfig,
     VariantSummary,
+    check_destinations,
     prepare_dataset,
     promote,
     run_id_for,
@@ -80,6 +81,9 @@ def train_senet(
             dataset_name=dataset_name,
         )
     ).validate()
+    deployment = deployment_parameters()
+    if deployment is not None:  # started from a deployment: results and Ray go only where it says
+        check_destinations(cfg, deployment)
     # One Ray session for the whole run: joined at once on a cluster (the shard groups are Ray tasks there), started
     # on a laptop only when there is something to train.
     with RaySession(cfg.ray_address, resource_wait_s=cfg.resource_wait_s, lazy=not cfg.joins_cluster) as session:
@@ -202,6 +206,15 @@ def promote_task(cfg: PipelineConfig, dataset: ShardResult, run_ids: list[str]) 
         key="senet-champion-vs-challenger", table=result.table(), description=f"{result.dataset} on {result.version}"
     )
     return result
+
+
+def deployment_parameters() -> dict[str, Any] | None:
+    """The parameters of the deployment this flow run was started from (None: not started from one)."""
+    flow_run = get_run_context().flow_run  # type: ignore[union-attr]
+    if flow_run is None or flow_run.deployment_id is None:
+        return None
+    with get_client(sync_client=True) as client:
+        return dict(client.read_deployment(flow_run.deployment_id).parameters or {})
 
 
 def _given(**params: Any) -> dict[str, Any]:

@@ -4,13 +4,22 @@
 steps themselves. ``flows/`` wraps them as Prefect tasks.
 """
 
-from senet_dist.pipeline.config import DEFAULT_VARIANTS, PipelineConfig, default_artifacts, resolve_source
+from senet_dist.pipeline.config import (
+    DEFAULT_VARIANTS,
+    PipelineConfig,
+    check_deployment_name,
+    check_destinations,
+    default_artifacts,
+    resolve_source,
+)
 from senet_dist.pipeline.runs import config_json, new_run_id, run_id_for, variants_to_train
 from senet_dist.pipeline.steps import VariantSummary, data_changed, prepare_dataset, promote, train_variant
 
 __all__ = [
     "DEFAULT_VARIANTS",
     "PipelineConfig",
+    "check_deployment_name",
+    "check_destinations",
     "VariantSummary",
     "config_json",
     "data_changed",

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import os
+import posixpath
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 from pydantic import Field, field_validator
 
 from senet_dist.data import ShardConfig, fetch_dataset, list_datasets
+from senet_dist.errors import ConfigError
 from senet_dist.schema import Section
-from senet_dist.storage import basename, is_local, is_uri, resolve_filesystem, storage_errors
+from senet_dist.storage import basename, is_local, is_uri, redact, resolve_filesystem, storage_errors
 from senet_dist.train.config import TrainConfig
 from senet_dist.train.session import RESOURCE_WAIT_S
 
 DEFAULT_VARIANTS = ("se_resnet_tiny", "se_resnet_cifar")
 ARTIFACTS_ENV = "SENET_ARTIFACTS"
 CACHE_ENV = "SENET_CACHE"
+# A deployment's own allow-lists (set in its job variables / work pool environment, not by whoever starts a run):
+# where a run started from it may write (artifacts, shards: comma-separated roots) and which Ray clusters it may join.
+ALLOWED_ROOTS_ENV = "SENET_ALLOWED_ROOTS"
+ALLOWED_RAY_ENV = "SENET_ALLOWED_RAY_ADDRESSES"
+TRAIN_FLOW = "train-senet"
 
 
 def default_artifacts() -> str:
@@ -145,3 +154,58 @@ def locate(data: str, shards: str) -> tuple[str, Path | str]:
         return shards.rstrip("/"), resolve_source(data, source_cache())
     shards_root = Path(shards.removeprefix("file://")).expanduser().resolve()
     return str(shards_root), resolve_source(data, shards_root.parent / "sources")
+
+
+# ---- what a run started from a deployment may choose -----------------------------------------------------------
+def check_destinations(cfg: PipelineConfig, deployment: Mapping[str, Any]) -> None:
+    """Refuse a run whose results or Ray cluster are not the deployment's: anyone who may start a deployment may set
+    its parameters, but where tables, checkpoints and shards are written (``artifacts``, ``shards``) and which Ray
+    cluster is joined (``ray_address``) come from the deployment itself (``deployment``: its own parameters), or
+    from its allow-lists (``SENET_ALLOWED_ROOTS``, ``SENET_ALLOWED_RAY_ADDRESSES`` in the worker's environment). Data
+    sources stay free: they are read with the deployment's own credentials."""
+    roots = _listed(ALLOWED_ROOTS_ENV) + [_where(default_artifacts()), _where(PipelineConfig().shards)]
+    for field, value in (("artifacts", cfg.artifacts), ("shards", cfg.shards)):
+        if _trusted(field, value, deployment):
+            continue
+        if not any(_inside(_where(value), root) for root in roots):
+            raise ConfigError(
+                f"{field} {redact(value)!r} is outside this deployment's roots; a run may write only under "
+                f"{', '.join(redact(r) for r in roots)} (the deployment's {ALLOWED_ROOTS_ENV})"
+            )
+    given = cfg.ray_address
+    if given and given != deployment.get("ray_address") and given not in _listed(ALLOWED_RAY_ENV):
+        raise ConfigError(
+            f"ray_address {redact(given)!r} is not this deployment's Ray cluster; allowed: "
+            f"{', '.join(_listed(ALLOWED_RAY_ENV)) or 'only the one the deployment sets'} ({ALLOWED_RAY_ENV})"
+        )
+
+
+def check_deployment_name(name: str) -> str:
+    """A deployment ``check-data`` may start: one of ``train-senet``'s (``train-senet/NAME``), nothing else."""
+    flow, sep, deployment = name.partition("/")
+    if flow != TRAIN_FLOW or not sep or not deployment or "/" in deployment:
+        raise ConfigError(f"deployment {name!r} is not one of this project's: expected {TRAIN_FLOW}/<deployment>")
+    return name
+
+
+def _trusted(field: str, value: str, deployment: Mapping[str, Any]) -> bool:
+    """The deployment's own value for ``field``, or (when the deployment sets none) the config's default, which the
+    worker's environment decides: never a value that only the run's caller chose."""
+    return value == (deployment[field] if field in deployment else getattr(PipelineConfig(), field))
+
+
+def _listed(env: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(env, "").split(",") if item.strip()]
+
+
+def _where(location: str) -> str:
+    """A location in one comparable form: an absolute local path, or ``scheme://bucket/path`` without a query, with
+    ``.`` and ``..`` resolved (so ``root/../elsewhere`` is not inside ``root``)."""
+    if is_local(location):
+        return str(Path(location.removeprefix("file://")).expanduser().resolve())
+    u = urlsplit(location)
+    return f"{u.scheme}://{u.netloc.rsplit('@', 1)[-1]}{posixpath.normpath('/' + u.path.lstrip('/')).rstrip('/')}"
+
+
+def _inside(location: str, root: str) -> bool:
+    return location == root or location.startswith(root.rstrip("/") + "/")

@@ -70,13 +70,14 @@ def prefect_server(tmp_path_factory):
 
 
 @pytest.fixture()
-def process_worker(prefect_server):
+def process_worker(prefect_server, tmp_path_factory):
     """`prefect worker start --pool local-pool`, stopped before the server (a worker whose server is gone hangs on
-    SIGTERM)."""
+    SIGTERM). Its environment is the operator's: runs may write under the tests' temporary directories only
+    (SENET_ALLOWED_ROOTS), as a deployment's job variables would say."""
     env, run, logs = prefect_server
     worker = subprocess.Popen(
         [BIN / "prefect", "worker", "start", "--pool", "local-pool"],
-        env=env,
+        env={**env, "SENET_ALLOWED_ROOTS": str(tmp_path_factory.getbasetemp())},
         cwd=REPO,
         stdout=open(logs / "worker.log", "w"),
         stderr=subprocess.STDOUT,
@@ -232,6 +233,13 @@ def _deployment_run(run, name: str, params: dict) -> subprocess.CompletedProcess
     return run("deployment", "run", name, "--params", json.dumps(params), "--watch", "--watch-timeout", "600")
 
 
+def run_unchecked(run, name: str, params: dict) -> subprocess.CompletedProcess:
+    try:
+        return _deployment_run(run, name, params)
+    except subprocess.CalledProcessError as exc:
+        return subprocess.CompletedProcess(exc.cmd, exc.returncode, exc.stdout, exc.stderr)
+
+
 def _latest_flow_run_state(env, flow_name: str) -> list[str]:
     code = (
         "from prefect.client.orchestration import get_client\n"
@@ -253,6 +261,14 @@ def test_deployment_run_and_data_change_trigger(process_worker, lfw_source, tmp_
 
     shutil.copytree(lfw_source, src)
     params = {"data": str(src), "shards": str(tmp_path / "shards"), "artifacts": str(tmp_path / "artifacts"), **TINY}
+    # Whoever may start a deployment may set its parameters, not where results go: refused before any work.
+    elsewhere = run_unchecked(run, "train-senet/quickstart", {**params, "artifacts": "s3://someone-elses-bucket/x"})
+    assert elsewhere.returncode != 0 and "outside this deployment's roots" in (logs / "worker.log").read_text()
+    assert not (tmp_path / "shards").exists()  # not even sharded
+    other = run_unchecked(
+        run, "check-data/on-data-change", {"data": str(src), "deployment": "check-data/on-data-change"}
+    )
+    assert other.returncode != 0 and "is not one of this project's" in (logs / "worker.log").read_text()
     try:
         out = _deployment_run(run, "train-senet/quickstart", params)
     except subprocess.CalledProcessError as exc:
