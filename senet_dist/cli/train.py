@@ -106,9 +106,11 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Write report.json and PNG plots here")] = None,
 ) -> None:
     """Evaluate a checkpoint: accuracy, per-class P/R/F1, confusion matrix, latency."""
+    from senet_dist.errors import PermanentError
+
     try:
         evaluate_command(checkpoint, data, split=split, out_dir=out, console=console)
-    except (ValueError, OSError) as exc:  # OSError: FileNotFoundError, and storage errors (no bucket, no access)
+    except (ValueError, OSError, PermanentError) as exc:  # OSError: storage errors; PermanentError: a bad shard
         fail(exc)
 
 

@@ -276,6 +276,7 @@ def make_loader(
         decode=decode,
         collate=collate,
         retry=RetryPolicy(attempts=cfg.read_attempts),
+        num_classes=info.num_classes,
     )
     return Loader(stream, cfg, num_batches, train, return_keys)
 

@@ -158,6 +158,17 @@ def resolve_version(path: str | os.PathLike) -> str:
     return latest
 
 
+SHARD_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*\.tar")
+
+
+def shard_name(name: object, version_dir: str) -> str:
+    """A shard's name as ``dataset.json`` lists it, if it names a tar file IN the version directory: a hostile
+    ``dataset.json`` (``../../other/x.tar``, an absolute path, a URI) must never make a reader open anything else."""
+    if not isinstance(name, str) or not SHARD_NAME_RE.fullmatch(name):
+        raise DatasetError(f"{redact(version_dir)}/dataset.json names shard {name!r}, not a .tar file in the version")
+    return name
+
+
 @dataclass
 class DatasetInfo:
     """Parsed dataset.json of one version; ``version_dir`` and the shard locations are strings (paths or URIs)."""
@@ -183,7 +194,7 @@ class DatasetInfo:
         vdir = resolve_version(version_dir)
         with storage_errors(vdir):
             meta = json.loads(read_bytes(join(vdir, "dataset.json")).decode("utf-8"))
-        shards = {s: [join(vdir, n) for n in meta["shards"].get(s, [])] for s in SPLITS}
+        shards = {s: [join(vdir, shard_name(n, vdir)) for n in meta["shards"].get(s, [])] for s in SPLITS}
         return cls(
             version_dir=vdir,
             version=meta["version"],

@@ -118,6 +118,8 @@ def _place(parts: tuple[str, ...], predefined: bool, uri: bool) -> tuple[str, st
     """(key, class name or "", reason to skip or None) for one file; key is the rel of the entry it counts under."""
     depth = 1 if predefined else 0  # index of the class folder in ``parts``
     rel = "/".join(parts)
+    if any(p in ("", ".", "..") for p in parts):  # an object store key such as "cls//x.jpg" or "cls/../x.jpg"
+        return rel, "", "unsafe name (an empty, '.' or '..' path segment)"
     cls = parts[depth] if len(parts) > depth + 1 else ""
     hidden = next((i for i, p in enumerate(parts) if _hidden(p)), None)
     if hidden is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import tarfile
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing
@@ -30,6 +31,10 @@ from senet_dist.storage import redact
 from .reader import RemoteShard, RetryPolicy, ShardUnavailableError, open_shard, read_ahead
 
 IMAGE_KEYS = ("jpg", "png", "jpeg")
+# The largest file a shard may hold for one sample entry: stored images are re-encoded (or originals, typically a few
+# MB); anything near this is not a senet-dist shard, and reading it whole would only exhaust the worker's memory.
+MAX_MEMBER_BYTES = 64 << 20
+_META = re.compile(r"__[^/]*__($|/)")  # WebDataset's metadata entries, skipped as its own iterator skips them
 
 
 class ShardReadError(PermanentError, RuntimeError):
@@ -53,7 +58,7 @@ def iter_shard(
     n = 0
     try:
         with stream if stream is not None else open_shard(location, retry) as fileobj:
-            files = ({**f, "__url__": uri} for f in wds.tariterators.tar_file_iterator(fileobj))
+            files = ({**f, "__url__": uri} for f in tar_members(fileobj, uri))
             for sample in wds.tariterators.group_by_keys(files):
                 if "cls" not in sample or not any(k in sample for k in IMAGE_KEYS):
                     raise ShardReadError(f"shard {uri}: sample {sample.get('__key__')} lacks an image or cls entry")
@@ -65,6 +70,24 @@ def iter_shard(
         raise ShardReadError(f"cannot read shard {uri} (missing, truncated or corrupt?{want}): {exc}") from exc
     if expected is not None and n != expected:
         raise ShardReadError(f"shard {uri} holds {n} samples but the manifest says {expected} (truncated?)")
+
+
+def tar_members(fileobj: BinaryIO | RemoteShard, uri: str) -> Iterator[dict[str, Any]]:
+    """``{fname, data}`` of each regular file of a tar stream, as WebDataset's ``tar_file_iterator`` gives them, but
+    a member's size is checked (from its header) before it is read: an oversize member is a ``ShardReadError``."""
+    tar = tarfile.open(fileobj=fileobj, mode="r|*")  # type: ignore[call-overload]
+    for info in tar:
+        if not info.isreg() or not info.name or _META.match(info.name):
+            continue
+        if info.size > MAX_MEMBER_BYTES:
+            raise ShardReadError(
+                f"shard {uri}: member {info.name!r} is {info.size:,} bytes, over the {MAX_MEMBER_BYTES:,}-byte limit "
+                "for one sample entry (not a senet-dist shard?)"
+            )
+        member = tar.extractfile(info)
+        assert member is not None  # a regular file
+        yield {"fname": info.name, "data": member.read()}
+        tar.members = []  # a stream of thousands of samples: keep no headers
 
 
 def read_shards(shards: Iterable[tuple[str, int]], retry: RetryPolicy | None = None) -> Iterator[dict[str, Any]]:
@@ -137,8 +160,10 @@ class ShardStream(IterableDataset):
         decode: Callable[[bytes, dict[str, Any]], Any],
         collate: Callable[[list[Any], list[int], list[str]], Any],
         retry: RetryPolicy | None = None,
+        num_classes: int | None = None,
     ) -> None:
         self.shards, self.rank, self.world, self.workers = shards, rank, world, max(1, workers)
+        self.num_classes = num_classes  # labels are checked against it (None: unchecked)
         self.train, self.batch_size, self.steps = train, batch_size, steps
         self.seed, self.epoch, self.shuffle_buffer = seed, epoch, shuffle_buffer
         self.decode, self.collate, self.retry = decode, collate, retry or RetryPolicy()
@@ -202,8 +227,8 @@ class ShardStream(IterableDataset):
         yield from buf
 
     def _decoded(self, sample: dict[str, Any]) -> tuple[Any, int, str]:
+        label = self._label(sample)
         try:
-            label = int(sample["cls"])
             return self.decode(image_bytes(sample), sample), label, sample["__key__"]
         except ShardReadError:
             raise
@@ -211,6 +236,22 @@ class ShardStream(IterableDataset):
             raise ShardReadError(
                 f"shard {sample.get('__url__')}: cannot decode sample {sample.get('__key__')}: {exc}"
             ) from exc
+
+    def _label(self, sample: dict[str, Any]) -> int:
+        """The sample's class index, which must name one of the dataset's classes: an out-of-range label would index
+        past the model's logits (a crash on the CPU, undefined behaviour on a GPU)."""
+        raw, where = sample["cls"], f"shard {sample.get('__url__')}: sample {sample.get('__key__')}"
+        try:
+            label = int(raw)
+        except (TypeError, ValueError):
+            shown = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+            raise ShardReadError(f"{where} has label {shown!r}, not a class index") from None
+        if self.num_classes is not None and not 0 <= label < self.num_classes:
+            raise ShardReadError(
+                f"{where} has label {label}, outside the dataset's {self.num_classes} classes "
+                f"(0..{self.num_classes - 1})"
+            )
+        return label
 
     def __iter__(self) -> Iterator[Any]:
         slot = self._slot()
