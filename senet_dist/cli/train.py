@@ -161,11 +161,14 @@ def train_command(
 
     console = console or Console()
     cfg = load_config(model, config, sets)
-    version_dir = resolve_version(data)  # fit validates cfg against it, before Ray starts
-    console.print(
-        f"[bold]training[/] {cfg.model} on {version_dir} with {cfg.num_workers} worker(s), "
-        f"{cfg.epochs} epoch(s), global batch {cfg.batch_size}"
-    )
+    version_dir = resolve_version(data)
+
+    def started(valid: TrainConfig, version: str) -> None:  # fit validated the config; Ray starts next
+        console.print(
+            f"[bold]training[/] {valid.model} on {version} with {valid.num_workers} worker(s), "
+            f"{valid.epochs} epoch(s), global batch {valid.batch_size}"
+        )
+
     try:
         with ProgressDisplay(console) as progress:  # rank 0's steps, img/s and ETA about every 10 s
             result = fit(
@@ -176,6 +179,7 @@ def train_command(
                 run_name=run_name,
                 ray_address=ray_address,
                 on_progress=progress,
+                on_start=started,
             )
     except TrainingError as exc:
         if isinstance(exc.result, FitResult) and exc.result.history:

@@ -43,6 +43,7 @@ def fit(
     session: RaySession | None = None,
     ray_address: str | None = None,
     on_progress: Callable[[ProgressEvent], None] | None = None,
+    on_start: Callable[[TrainConfig, str], None] | None = None,
 ) -> FitResult:
     """Train ``variant`` on a dataset version directory with ``cfg.num_workers`` DDP ranks under Ray Train.
 
@@ -52,6 +53,8 @@ def fit(
     Ray session is opened (at ``ray_address``) for this call only. ``on_progress`` receives rank 0's
     :class:`~senet_dist.train.progress.ProgressEvent` about every 10 s in the driver (e.g. a
     ``ProgressDisplay``); without it rank 0 prints progress lines that Ray forwards to the driver's output.
+    ``on_start(cfg, version_dir)`` is called once the config passed its checks, before Ray starts (the CLI's
+    "training ..." line: a refused config has printed nothing).
     """
     from ray.train.torch import TorchTrainer
 
@@ -62,6 +65,8 @@ def fit(
     if run_name is not None and not _RUN_NAME.fullmatch(run_name):
         # Ray Train's controller crashes on non-ASCII names (they become metric tags): refuse before Ray starts.
         raise ConfigError(f"run name {run_name!r} must be 1-128 ASCII letters, digits, spaces, '.', '_' or '-'")
+    if on_start is not None:
+        on_start(cfg, str(version_dir))  # the config passed; Ray has not started yet
     ray_path, ray_fs = _ray_storage(storage_path)
     storage = ray_path if ray_fs is None else str(storage_path)  # how results name their checkpoints
     name = run_name or default_run_name(variant)
